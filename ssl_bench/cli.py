@@ -1,0 +1,299 @@
+"""The ``ssl-bench`` command line.
+
+Errors a user can cause are printed as one line (``error: ...``) with exit code 2; ``--debug`` shows the
+traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import textwrap
+from pathlib import Path
+
+from ssl_bench import __version__
+from ssl_bench.errors import SSLBenchError
+
+DESCRIPTION = """\
+ssl-bench: semi-supervised medical image segmentation benchmark (CoraNet, TMI 2021, and baselines).
+
+Typical workflow:
+  ssl-bench list methods                                  # what can be run
+  ssl-bench run --method unet --dataset cardiac-phantom   # train + test on built-in data (~2 min on 2 cores)
+  ssl-bench run --method unet --dataset acdc --data-root /data/acdc_ssl4mis --labeled 7 --seed 1
+  ssl-bench resume results/runs/.../<run>                 # continue a killed run
+  ssl-bench eval results/runs/.../<run> --split val       # re-score a run
+  ssl-bench check --method my-method --plugin my.py       # contract-test your own method
+  ssl-bench metrics pred/ ref/ --classes 1 2 3            # score any tool's predictions
+"""
+
+RUN_EPILOG = """\
+presets:
+  smoke   seconds; for tests (32x32 slices, width-8 U-Net, 6 steps)
+  cpu     a reduced real run for 2 CPU cores (default): 96x96 slices (dataset presets may change it),
+          width-16 U-Net, 10 epochs x 40 steps, batch 8
+  paper   the paper's protocol (256x256, width-64 U-Net, Adam lr 1e-3 betas (0.5, 0.999), batch 4); GPU-sized
+
+--set KEY=VALUE overrides any config field, typed and checked; sections: dataset, model, optim, trainer,
+eval, params (the method's own options; also addressable as method.KEY or <method>.KEY). Examples:
+  --set trainer.epochs=5  --set optim.lr=3e-4  --set dataset.image_size=128  --set params.loss=ce+dice
+
+--labeled: a fraction of the training patients (0.2 = 20%%) or a number of patients (7). Labelled patients
+are the first ones of the training list (SSL4MIS convention; --set dataset.selection=random draws them).
+
+The run folder (printed at start) holds config.yaml, manifest.json, metrics.jsonl, checkpoints/ and
+eval/test/{per_case.csv,summary.json}. Default location: ./results/runs (or $SSL_BENCH_RESULTS, or --out).
+"""
+
+
+def _plugin_parent() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="FILE.py",
+        help="Python file registering extra methods/datasets/backbones/estimators (repeatable)",
+    )
+    parent.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    return parent
+
+
+def _runtime_parent() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1 ...")
+    parent.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
+    parent.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    return parent
+
+
+def build_parser() -> argparse.ArgumentParser:
+    fmt = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(prog="ssl-bench", description=DESCRIPTION, formatter_class=fmt)
+    parser.add_argument("--version", action="version", version=f"ssl-bench {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    plugin, runtime = _plugin_parent(), _runtime_parent()
+
+    p = sub.add_parser(
+        "list",
+        parents=[plugin],
+        help="list registered methods, estimators, datasets, backbones, tables",
+        description="List what is registered (built-ins, installed plugins and --plugin files).",
+    )
+    p.add_argument("kind", choices=["methods", "estimators", "datasets", "backbones", "tables"])
+    p.add_argument("pattern", nargs="?", default=None, help="fnmatch filter, e.g. 'coranet*'")
+
+    p = sub.add_parser(
+        "run",
+        parents=[plugin, runtime],
+        formatter_class=fmt,
+        epilog=RUN_EPILOG,
+        help="train a method on a dataset, then evaluate it on the test split",
+        description="Train METHOD on DATASET (model selection on the val split), then score the "
+        "test split once with the full metric suite.",
+    )
+    p.add_argument("--method", required=True, help="registered method name (ssl-bench list methods)")
+    p.add_argument("--dataset", default="cardiac-phantom", help="registered dataset name (default: cardiac-phantom)")
+    p.add_argument("--backbone", default=None, help="network (ssl-bench list backbones); default unet2d")
+    p.add_argument("--estimator", default=None, help="uncertainty estimator, for methods that use one")
+    p.add_argument(
+        "--labeled",
+        type=float,
+        default=None,
+        metavar="FRACTION|COUNT",
+        help="labelled budget: fraction (<= 1) or number of patients (> 1)",
+    )
+    p.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
+    p.add_argument("--preset", default="cpu", help="smoke | cpu | paper (default cpu; see below)")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", help="config override")
+    p.add_argument("--config", default=None, metavar="FILE.yaml", help="YAML file of config overrides")
+    p.add_argument("--data-root", default=None, help="dataset folder (else the dataset's environment variable)")
+    p.add_argument("--out", default=None, help="results root (default ./results/runs or $SSL_BENCH_RESULTS)")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+
+    p = sub.add_parser(
+        "resume",
+        parents=[plugin, runtime],
+        help="continue a killed or stopped run",
+        description="Continue RUN_DIR from checkpoints/last.pt with its own config and plugin copies; "
+        "the result equals an uninterrupted run.",
+    )
+    p.add_argument("run_dir", type=Path)
+
+    p = sub.add_parser(
+        "eval",
+        parents=[plugin, runtime],
+        help="re-evaluate a run on a split",
+        description="Score the run's selected model (best-val or last) on SPLIT; writes "
+        "eval/<split>/per_case.csv and summary.json.",
+    )
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--split", default="test", choices=["train", "val", "test"])
+
+    p = sub.add_parser(
+        "check",
+        parents=[plugin],
+        help="contract-test a method on tiny synthetic 2D/3D batches",
+        description=textwrap.dedent(__import__("ssl_bench.check").check.__doc__ or ""),
+        formatter_class=fmt,
+    )
+    p.add_argument("--method", required=True)
+    p.add_argument("--estimator", default=None)
+    p.add_argument("--backbone", default=None, help="backbone to check with (default unet2d / unet3d)")
+    p.add_argument("--dims", type=int, nargs="+", default=[2, 3], choices=[2, 3])
+
+    p = sub.add_parser(
+        "metrics",
+        parents=[plugin],
+        help="score label maps from any tool (files or folders)",
+        description="Score PRED against REF: files (.nii/.nii.gz, .npy, .h5 with a 'label' dataset) "
+        "or folders matched by file name. Distances in mm when spacing is known "
+        "(--spacing, else NIfTI headers), else in voxels.",
+    )
+    p.add_argument("pred", type=Path)
+    p.add_argument("ref", type=Path)
+    p.add_argument("--classes", type=int, nargs="+", default=None, help="labels to score (default: all > 0 in REF)")
+    p.add_argument("--spacing", type=float, nargs="+", default=None, metavar="S", help="voxel size per axis (mm)")
+    p.add_argument("--backend", default="ssl-bench", choices=["ssl-bench", "medpy"])
+    p.add_argument("--json", action="store_true", help="print JSON rows instead of a table")
+    return parser
+
+
+def _load_plugins(paths: list[str]) -> None:
+    from ssl_bench.registry import load_plugin_file
+
+    for path in paths:
+        load_plugin_file(path)
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from ssl_bench.registry import REGISTRIES
+
+    entries = REGISTRIES[args.kind].entries()
+    entries = [e for e in entries if args.pattern is None or e.name in REGISTRIES[args.kind].names(args.pattern)]
+    if not entries:
+        print(f"no {args.kind} registered" + (f" matching {args.pattern!r}" if args.pattern else ""))
+        return 0
+    width = max(len(e.name) for e in entries)
+    for e in entries:
+        print(f"{e.name:<{width}}  {e.summary}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import yaml
+
+    from ssl_bench.config import parse_set, to_dict
+    from ssl_bench.runner import resolve_config, start_run
+
+    labeled = args.labeled
+    if labeled is not None and labeled > 1 and labeled == int(labeled):
+        labeled = int(labeled)
+    cfg = resolve_config(
+        args.method,
+        args.dataset,
+        preset=args.preset,
+        seed=args.seed,
+        labeled=labeled,
+        backbone=args.backbone,
+        estimator=args.estimator,
+        data_root=args.data_root,
+        config_file=args.config,
+        overrides=parse_set(args.sets),
+    )
+    if args.dry_run:
+        print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
+        return 0
+    start_run(
+        cfg,
+        out=Path(args.out) if args.out else None,
+        device=args.device,
+        progress=False if args.no_progress else None,
+        argv=["ssl-bench", *sys.argv[1:]],
+    )
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from ssl_bench.runner import resume_run
+
+    resume_run(args.run_dir, device=args.device, progress=False if args.no_progress else None)
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from ssl_bench.runner import eval_run
+
+    eval_run(args.run_dir, args.split, device=args.device, progress=False if args.no_progress else None)
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from ssl_bench.check import check_method
+
+    results = check_method(args.method, estimator=args.estimator, backbone=args.backbone, dims=tuple(args.dims))
+    for r in results:
+        print(f"[{'PASS' if r.ok else 'FAIL'}] {r.dims}D {r.name}" + (f": {r.detail}" if r.detail else ""))
+    failed = [r for r in results if not r.ok]
+    print(f"{len(results) - len(failed)} passed, {len(failed)} failed")
+    return 1 if failed else 0
+
+
+def cmd_metrics(args: argparse.Namespace) -> int:
+    from ssl_bench.metrics_io import score_paths
+
+    rows = score_paths(args.pred, args.ref, args.classes, spacing=args.spacing, backend=args.backend)
+    if args.json:
+        print(json.dumps(rows, indent=2, default=float))
+        return 0
+    import pandas as pd
+
+    frame = pd.DataFrame(rows)
+    cols = [
+        c
+        for c in ("case", "class", "dice", "jaccard", "precision", "recall", "hd", "hd95", "asd", "assd")
+        if c in frame.columns
+    ]
+    print(frame[cols].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    unit = rows[0].get("spacing_unit", "voxel") if rows else "voxel"
+    print(f"\n{len({r['case'] for r in rows})} case(s); distances in {unit}")
+    return 0
+
+
+COMMANDS = {
+    "list": cmd_list,
+    "run": cmd_run,
+    "resume": cmd_resume,
+    "eval": cmd_eval,
+    "check": cmd_check,
+    "metrics": cmd_metrics,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    if getattr(args, "threads", None):
+        import torch
+
+        torch.set_num_threads(args.threads)
+    try:
+        _load_plugins(getattr(args, "plugin", []))
+        return COMMANDS[args.command](args)
+    except SSLBenchError as exc:
+        if getattr(args, "debug", False) or os.environ.get("SSL_BENCH_DEBUG"):
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,369 @@
+"""Typed run configuration: dataclasses, presets, ``--set`` overrides, YAML round trip.
+
+Precedence (lowest to highest): dataclass defaults -> global preset -> the dataset's preset -> the method's preset
+-> ``--set key=value`` overrides. Every key is checked against the dataclass fields (unknown keys are errors with
+suggestions) and every value is converted to the field's type.
+
+Presets:
+    ``smoke``  seconds: for tests and ``ssl-bench check``-like runs (tiny images, a few steps);
+    ``cpu``    a real but reduced run for 2 CPU cores (narrow U-Net, small images, fixed iterations per epoch);
+    ``paper``  the paper's protocol (§IV-A: U-Net width 64, Adam lr 1e-3 betas (0.5, 0.999), batch 4; GPU-sized).
+
+Method-specific options live in the ``params`` section, typed by the method's own ``Config`` dataclass.
+``--set params.x=1``, ``--set method.x=1`` and ``--set <method-family>.x=1`` (e.g. ``coranet.alpha=2``) all
+address it.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ssl_bench.errors import ConfigError
+
+
+@dataclass
+class DataConfig:
+    """Dataset and labelled budget."""
+
+    name: str = "cardiac-phantom"
+    #: data folder (None: the dataset's environment variable, or built-in data); not part of the config hash
+    root: str | None = None
+    #: labelled budget: a fraction (<= 1.0) of the training patients, or a patient count (> 1)
+    labeled: float = 0.2
+    #: "first": first patients of the training list (SSL4MIS convention, nested budgets); "random": seeded draw
+    selection: str = "first"
+    #: 2D slice size used for training and inference (slices are resized; predictions resized back)
+    image_size: tuple[int, int] = (96, 96)
+    #: training augmentation: "none" or "flip-rot" (random rot90 + flips, as SSL4MIS)
+    augment: str = "flip-rot"
+
+
+@dataclass
+class ModelConfig:
+    """Backbone network."""
+
+    backbone: str = "unet2d"
+    width: int = 64
+    depth: int = 4
+    norm: str = "batch"
+    dropout: float = 0.0
+
+
+@dataclass
+class OptimConfig:
+    """Optimiser and learning-rate schedule (paper §IV-A: Adam, lr 1e-3, betas (0.5, 0.999))."""
+
+    name: str = "adam"
+    lr: float = 1e-3
+    betas: tuple[float, float] = (0.5, 0.999)
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    #: "constant" or "poly" ((1 - step/total)^0.9, as SSL4MIS)
+    schedule: str = "constant"
+    #: max gradient norm, or None for no clipping
+    grad_clip: float | None = None
+
+
+@dataclass
+class TrainerConfig:
+    """Training loop. An epoch is ``iters_per_epoch`` steps, or one pass over the driving stream if None
+    (the unlabelled stream for semi-supervised stages, else the labelled one)."""
+
+    epochs: int = 100
+    iters_per_epoch: int | None = None
+    batch_size: int = 4
+    unlabeled_batch_size: int = 4
+    #: validate every N epochs (0: never; then the last model is used)
+    val_every: int = 1
+    #: write checkpoints/last.pt every N steps (also at every epoch end)
+    ckpt_every: int = 200
+    log_every: int = 10
+    #: model evaluated on the test split: "best-val" (highest mean foreground val Dice) or "last"
+    select: str = "best-val"
+    #: mixed precision (CUDA only; ignored on CPU)
+    amp: bool = True
+    #: stop with an error at the first non-finite loss
+    stop_on_nan: bool = True
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation."""
+
+    #: "ssl-bench" (fast, equal to medpy to 1e-6) or "medpy" (medpy itself)
+    metrics_backend: str = "ssl-bench"
+    #: score each 2D slice as its own case instead of whole volumes (volumes: the SSL4MIS/ACDC convention)
+    per_slice: bool = False
+    batch_size: int = 16
+    #: validate on at most this many val volumes during training (None: all)
+    val_cases: int | None = None
+
+
+@dataclass
+class RunConfig:
+    """Everything that determines a run's result (hashed into the run folder name)."""
+
+    method: str = "unet"
+    preset: str = "cpu"
+    seed: int = 0
+    dataset: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    #: method-specific options (an instance of the method's Config dataclass)
+    params: Any = None
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "smoke": {
+        "dataset.image_size": (32, 32),
+        "model.width": 8,
+        "model.depth": 2,
+        "trainer.epochs": 2,
+        "trainer.iters_per_epoch": 3,
+        "trainer.batch_size": 2,
+        "trainer.unlabeled_batch_size": 2,
+        "trainer.ckpt_every": 2,
+        "trainer.log_every": 1,
+        "eval.val_cases": 2,
+    },
+    "cpu": {
+        "dataset.image_size": (96, 96),
+        "model.width": 16,
+        "model.depth": 4,
+        "trainer.epochs": 10,
+        "trainer.iters_per_epoch": 40,
+        "trainer.batch_size": 8,
+        "trainer.unlabeled_batch_size": 8,
+        "trainer.val_every": 2,
+    },
+    "paper": {
+        "dataset.image_size": (256, 256),
+        "model.width": 64,
+        "model.depth": 4,
+        "optim.name": "adam",
+        "optim.lr": 1e-3,
+        "optim.betas": (0.5, 0.999),
+        "trainer.epochs": 100,
+        "trainer.iters_per_epoch": None,
+        "trainer.batch_size": 4,
+        "trainer.unlabeled_batch_size": 4,
+    },
+}
+
+
+# -- typed conversion -----------------------------------------------------------------------------------------
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def coerce(value: Any, tp: Any, key: str) -> Any:
+    """Convert ``value`` (from YAML or a ``--set`` string) to annotation ``tp``; raises ConfigError."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "~")):
+            if type(None) in args:
+                return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return coerce(value, arg, key)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(f"{key}: cannot use {value!r} as {_type_name(tp)}")
+    if origin is typing.Literal:
+        if value in args:
+            return value
+        raise ConfigError(f"{key}: {value!r} is not one of {list(args)}")
+    if origin is tuple:
+        if isinstance(value, str):
+            value = yaml.safe_load(value) if value.strip().startswith(("[", "(")) else value.split(",")
+            if isinstance(value, str):
+                value = [value]
+        if isinstance(value, (int, float)):
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list for {_type_name(tp)}, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(coerce(v, args[0], key) for v in value)
+        if args and len(value) != len(args):
+            if len(value) == 1 and len(set(args)) == 1:  # "96" -> (96, 96)
+                value = list(value) * len(args)
+            else:
+                raise ConfigError(f"{key}: expected {len(args)} values, got {len(value)} ({value!r})")
+        return tuple(coerce(v, a, key) for v, a in zip(value, args or [Any] * len(value)))
+    if origin in (list,):
+        if isinstance(value, str):
+            value = yaml.safe_load(value)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return [coerce(v, args[0] if args else Any, key) for v in value]
+    if origin is dict or tp is dict:
+        if isinstance(value, str):
+            value = yaml.safe_load(value)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "on"):
+            return True
+        if isinstance(value, str) and value.lower() in ("false", "no", "0", "off"):
+            return False
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+        raise ConfigError(f"{key}: expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        try:
+            f = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}") from None
+        if f != int(f):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return int(f)
+    if tp is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}: expected a number, got {value!r}") from None
+    if tp is str:
+        if isinstance(value, (dict, list)):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return str(value)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return from_dict(tp, value, prefix=f"{key}.")
+    return value
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from a (possibly partial) mapping; unknown keys are errors."""
+    hints = _hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in (data or {}).items():
+        if key not in names:
+            raise ConfigError(_unknown_key_message(prefix + key, [prefix + n for n in names]))
+        kwargs[key] = coerce(value, hints[key], prefix + key)
+    return cls(**kwargs)
+
+
+def to_dict(obj: Any) -> Any:
+    """Dataclass -> plain dict of YAML-safe values (tuples become lists)."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    return obj
+
+
+def _unknown_key_message(key: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    return f"unknown config key {key!r}.{hint} Valid keys here: {', '.join(sorted(known))}"
+
+
+# -- overrides --------------------------------------------------------------------------------------------------
+
+
+def parse_set(items: list[str]) -> dict[str, str]:
+    """``["a.b=1", "c=x"]`` -> ``{"a.b": "1", "c": "x"}`` (values stay strings; typed later)."""
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set trainer.epochs=5")
+        key, value = item.split("=", 1)
+        if not key.strip():
+            raise ConfigError(f"--set {item!r}: empty key")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def apply_overrides(cfg: RunConfig, overrides: dict[str, Any], params_aliases: tuple[str, ...] = ()) -> RunConfig:
+    """Return a copy of ``cfg`` with dotted-key ``overrides`` applied (typed, checked)."""
+    cfg = copy.deepcopy(cfg)
+    aliases = {"method", *params_aliases}
+    for key, value in overrides.items():
+        parts = key.split(".")
+        if len(parts) > 1 and parts[0] in aliases:
+            parts = ["params", *parts[1:]]
+        _set_path(cfg, parts, value, key)
+    return cfg
+
+
+def _set_path(obj: Any, parts: list[str], value: Any, full_key: str) -> None:
+    head, rest = parts[0], parts[1:]
+    if not dataclasses.is_dataclass(obj):
+        raise ConfigError(f"config key {full_key!r}: {'.'.join(parts)} is not a section")
+    names = [f.name for f in dataclasses.fields(obj)]
+    if head not in names:
+        prefix = full_key[: len(full_key) - len(".".join(parts))]
+        raise ConfigError(_unknown_key_message(full_key, [prefix + n for n in names]))
+    if rest:
+        child = getattr(obj, head)
+        if child is None:
+            raise ConfigError(f"config key {full_key!r}: this method has no options ({head} is empty)")
+        _set_path(child, rest, value, full_key)
+        return
+    tp = _hints(type(obj))[head]
+    if dataclasses.is_dataclass(getattr(obj, head)) and not isinstance(value, dict):
+        raise ConfigError(f"config key {full_key!r} is a section; set one of its fields, e.g. {full_key}.<field>")
+    setattr(obj, head, coerce(value, tp, full_key))
+
+
+def config_hash(cfg: RunConfig) -> str:
+    """8-hex-digit hash of everything that affects results (excludes the data root)."""
+    data = to_dict(cfg)
+    data["dataset"].pop("root", None)
+    blob = json.dumps(data, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:8]
+
+
+def dump_yaml(cfg: RunConfig, path: Path) -> None:
+    from ssl_bench.io import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+def load_run_config(path: Path, params_cls: type | None) -> RunConfig:
+    """Read a run's ``config.yaml`` back into a :class:`RunConfig` (strictly typed)."""
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read config {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"config {path} is not a mapping")
+    params = data.pop("params", None)
+    cfg = from_dict(RunConfig, data)
+    if params_cls is not None:
+        cfg.params = from_dict(params_cls, params or {}, prefix="params.")
+    return cfg

@@ -1,0 +1,224 @@
+"""Inference on whole cases and scoring: ``per_case.csv`` + ``summary.json``.
+
+2D methods on volumes (the SSL4MIS/ACDC convention): every slice is resized to the training size, predicted,
+its logits resized back (bilinear) and the arg-max taken; slices are re-stacked and the *volume* is scored.
+``eval.per_slice=true`` scores every slice as its own case instead (named ``<case>:z<k>``).
+
+Distances are reported in mm when the dataset has a spacing (``hd``, ``hd95``, ``asd``, ``assd``) and always
+also in voxel units (``*_vox``), since the CoraNet paper reports HD in voxels.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ssl_bench.data import DatasetAdapter
+from ssl_bench.errors import DataError
+from ssl_bench.io import atomic_write, atomic_write_json
+from ssl_bench.metrics import EMPTY_POLICY, EMPTY_POLICY_TEXT, segmentation_metrics
+from ssl_bench.transforms import resize_images
+
+DISTANCE_METRICS = ("hd", "hd95", "asd", "assd")
+OVERLAP_METRICS = ("dice", "jaccard", "precision", "recall")
+COUNT_KEYS = ("tp", "fp", "fn", "n_ref", "n_pred")
+CSV_METRICS = (*OVERLAP_METRICS, *DISTANCE_METRICS, *(f"{m}_vox" for m in DISTANCE_METRICS))
+
+
+@torch.no_grad()
+def predict_volume_2d(
+    predict: Callable[[torch.Tensor], torch.Tensor],
+    image: np.ndarray,
+    size: tuple[int, int],
+    batch_size: int = 16,
+    device: torch.device | str = "cpu",
+) -> np.ndarray:
+    """Slice-wise prediction of a volume.
+
+    Args:
+        predict: logits function ``[B, 1, h, w] -> [B, K, h, w]``.
+        image: ``(Z, Y, X)`` float volume.
+        size: the training slice size ``(h, w)``.
+
+    Returns:
+        ``(Z, Y, X)`` uint8 label map.
+    """
+    if image.ndim != 3:
+        raise DataError(f"expected a (Z, Y, X) volume, got shape {image.shape}")
+    out = np.empty(image.shape, dtype=np.uint8)
+    native = tuple(image.shape[1:])
+    for start in range(0, image.shape[0], batch_size):
+        x = torch.from_numpy(np.ascontiguousarray(image[start : start + batch_size], dtype=np.float32))[:, None]
+        logits = predict(resize_images(x.to(device), size)).float()
+        if not torch.isfinite(logits).all():
+            raise DataError("the model produced NaN/inf logits; the checkpoint is broken (NaN weights?)")
+        logits = resize_images(logits, native)  # bilinear on logits, then arg-max
+        out[start : start + batch_size] = logits.argmax(1).to(torch.uint8).cpu().numpy()
+    return out
+
+
+def score_case(
+    case_id: str,
+    pred: np.ndarray,
+    ref: np.ndarray,
+    classes: Sequence[int],
+    spacing: Sequence[float] | None,
+    backend: str = "ssl-bench",
+    metrics: Iterable[str] | None = None,
+) -> list[dict[str, Any]]:
+    """One row per class: every metric (distances in mm if ``spacing`` is given, plus ``*_vox``) and counts."""
+    metrics = tuple(metrics) if metrics is not None else None
+    res = segmentation_metrics(pred, ref, classes, spacing=spacing, metrics=metrics, backend=backend, case=case_id)
+    wants_distance = metrics is None or any(m in DISTANCE_METRICS for m in metrics)
+    if spacing is not None and wants_distance:
+        dist = [m for m in DISTANCE_METRICS if metrics is None or m in metrics]
+        vox = segmentation_metrics(pred, ref, classes, spacing=None, metrics=dist, backend=backend, case=case_id)
+    else:
+        vox = res
+    rows = []
+    for k in classes:
+        row: dict[str, Any] = {"case": case_id, "class": int(k)}
+        for m in (*OVERLAP_METRICS, *DISTANCE_METRICS):
+            if m in res[k]:
+                row[m] = float(res[k][m])
+        for m in DISTANCE_METRICS:
+            if m in vox[k]:
+                row[f"{m}_vox"] = float(vox[k][m])
+        for c in COUNT_KEYS:
+            row[c] = int(res[k][c])
+        row["empty"] = res[k].get("empty", "none")
+        rows.append(row)
+    return rows
+
+
+def evaluate_cases(
+    predict: Callable[[torch.Tensor], torch.Tensor],
+    adapter: DatasetAdapter,
+    case_ids: Sequence[str],
+    image_size: tuple[int, int],
+    *,
+    per_slice: bool = False,
+    backend: str = "ssl-bench",
+    metrics: Iterable[str] | None = None,
+    batch_size: int = 16,
+    device: torch.device | str = "cpu",
+    progress: Callable[[Iterable[Any]], Iterable[Any]] | None = None,
+) -> list[dict[str, Any]]:
+    """Predict and score ``case_ids``; returns per-case-per-class rows (see :func:`score_case`)."""
+    classes = adapter.spec.foreground_classes
+    rows: list[dict[str, Any]] = []
+    iterator: Iterable[str] = progress(case_ids) if progress else case_ids
+    for cid in iterator:
+        case = adapter.load_case(cid)
+        if case.label is None:
+            raise DataError(f"case {cid} has no label and cannot be evaluated")
+        if case.image.shape != case.label.shape:
+            raise DataError(f"case {cid}: image shape {case.image.shape} != label shape {case.label.shape}")
+        pred = predict_volume_2d(predict, case.image, image_size, batch_size, device)
+        if per_slice:
+            spacing2d = None if case.spacing is None else tuple(case.spacing[1:])
+            for z in range(pred.shape[0]):
+                rows += score_case(f"{cid}:z{z}", pred[z], case.label[z], classes, spacing2d, backend, metrics)
+        else:
+            rows += score_case(cid, pred, case.label, classes, case.spacing, backend, metrics)
+    return rows
+
+
+def _stats(values: list[float]) -> dict[str, float | int]:
+    arr = np.asarray(values, dtype=np.float64)
+    finite = arr[~np.isnan(arr)]
+    n = int(finite.size)
+    return {
+        "mean": float(finite.mean()) if n else math.nan,
+        "std": float(finite.std(ddof=1)) if n > 1 else (0.0 if n == 1 else math.nan),
+        "n": n,
+        "n_nan": int(arr.size - n),
+    }
+
+
+def summarize(
+    rows: list[dict[str, Any]], label_names: Sequence[str], spacing_unit: str, extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Aggregate rows: per class mean/std/n/n_nan of every metric, and the foreground mean.
+
+    The foreground mean of a metric is the mean over classes of the per-class means (each class mean skips NaN
+    cases, which are counted in ``n_nan`` — see the empty-mask policy recorded alongside).
+    """
+    classes = sorted({r["class"] for r in rows})
+    metric_keys = [m for m in CSV_METRICS if any(m in r for r in rows)]
+    per_class: dict[str, Any] = {}
+    for k in classes:
+        krows = [r for r in rows if r["class"] == k]
+        per_class[str(k)] = {
+            "name": label_names[k],
+            **{m: _stats([r.get(m, math.nan) for r in krows]) for m in metric_keys},
+        }
+    fg = {}
+    for m in metric_keys:
+        means = [per_class[str(k)][m]["mean"] for k in classes]
+        finite = [v for v in means if not math.isnan(v)]
+        fg[m] = float(np.mean(finite)) if finite else math.nan
+    return {
+        "n_cases": len({r["case"] for r in rows}),
+        "classes": per_class,
+        "foreground_mean": fg,
+        "spacing_unit": spacing_unit,
+        "distance_units": {m: spacing_unit for m in DISTANCE_METRICS} | {f"{m}_vox": "voxel" for m in DISTANCE_METRICS},
+        "empty_policy": EMPTY_POLICY,
+        "empty_policy_text": EMPTY_POLICY_TEXT,
+        **(extra or {}),
+    }
+
+
+def write_eval(folder: Path, rows: list[dict[str, Any]], summary: dict[str, Any]) -> None:
+    """Write ``per_case.csv`` and ``summary.json`` atomically (summary last: its presence marks completion)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    columns = ["case", "class", *[m for m in CSV_METRICS if any(m in r for r in rows)], *COUNT_KEYS, "empty"]
+
+    def write_csv(fh: Any) -> None:
+        import io
+
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        fh.write(text.getvalue().encode())
+
+    atomic_write(folder / "per_case.csv", write_csv)
+    atomic_write_json(folder / "summary.json", summary)
+
+
+def mean_foreground_dice(rows: list[dict[str, Any]]) -> float:
+    """Model-selection score: mean over classes of the per-class mean Dice (NaN cases skipped)."""
+    classes = sorted({r["class"] for r in rows})
+    means = []
+    for k in classes:
+        vals = [r["dice"] for r in rows if r["class"] == k and not math.isnan(r["dice"])]
+        if vals:
+            means.append(float(np.mean(vals)))
+    return float(np.mean(means)) if means else math.nan
+
+
+def format_summary_table(summary: dict[str, Any], metrics: Sequence[str] = ("dice",), fmt: str = "md") -> str:
+    """Per-class table (mean ± std over cases) with a foreground-mean row, in Markdown."""
+    header = ["class", *metrics]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+
+    def cell(stats: dict[str, Any], m: str) -> str:
+        scale = 100.0 if m in OVERLAP_METRICS else 1.0
+        if math.isnan(stats["mean"]):
+            return "—"
+        return f"{scale * stats['mean']:.2f} ± {scale * stats['std']:.2f}"
+
+    for k, cls in summary["classes"].items():
+        lines.append("| " + " | ".join([f"{k} {cls['name']}", *[cell(cls[m], m) for m in metrics]]) + " |")
+    fg = summary["foreground_mean"]
+    scale = {m: 100.0 if m in OVERLAP_METRICS else 1.0 for m in metrics}
+    lines.append("| " + " | ".join(["mean", *[f"{scale[m] * fg[m]:.2f}" for m in metrics]]) + " |")
+    return "\n".join(lines)

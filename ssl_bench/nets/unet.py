@@ -1,0 +1,101 @@
+"""The paper's U-Net (CoraNet §IV-A), in 2D (``unet2d``) and 3D (``unet3d``).
+
+Ronneberger et al., "U-Net: Convolutional Networks for Biomedical Image Segmentation", MICCAI 2015.
+Per level two 3x3 conv + BN + ReLU, 2x2 max-pooling down, 2x2 transposed convolution up, skip concatenation;
+the last decoder feature has ``width`` channels (64 in the paper). With ``width=64, depth=4`` this is the classic
+U-Net (31.0 M parameters in 2D for 1 input channel and 2 classes; the paper quotes 29.6 M for its variant,
+whose exact layer list is not published).
+
+Deviations: ``dropout`` (default 0) is applied to the bottleneck and the last feature, as the paper's
+MC-dropout baseline describes (§IV-D: "the last downsampled feature and the final feature", p = 0.5);
+``norm`` can be switched to instance norm; ``unet3d`` is our 3D twin for contract checks and small 3D runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from ssl_bench.nets.base import ConvBlock, HeadSpec, SegNet, dropout_nd
+from ssl_bench.registry import BACKBONES
+
+
+class UNet(SegNet):
+    """U-Net; input ``[B, C, H, W]`` (or ``[B, C, D, H, W]``), spatial size divisible by ``2**depth``."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        *,
+        dims: int = 2,
+        width: int = 64,
+        depth: int = 4,
+        norm: str = "batch",
+        dropout: float = 0.0,
+        extra_heads: Iterable[HeadSpec] = (),
+    ) -> None:
+        super().__init__(dims, width, num_classes, extra_heads, norm, final_dropout=dropout)
+        chans = [width * 2**i for i in range(depth + 1)]
+        self.down = nn.ModuleList([ConvBlock(dims, in_channels, chans[0], norm)])
+        self.down.extend(ConvBlock(dims, chans[i - 1], chans[i], norm) for i in range(1, depth + 1))
+        pool = nn.MaxPool2d if dims == 2 else nn.MaxPool3d
+        self.pool = pool(2)
+        self.bottleneck_dropout = dropout_nd(dims, dropout)
+        upconv = nn.ConvTranspose2d if dims == 2 else nn.ConvTranspose3d
+        self.up = nn.ModuleList(upconv(chans[i], chans[i - 1], 2, stride=2) for i in range(depth, 0, -1))
+        self.up_blocks = nn.ModuleList(
+            ConvBlock(dims, 2 * chans[i - 1], chans[i - 1], norm) for i in range(depth, 0, -1)
+        )
+        self.depth = depth
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        multiple = 2**self.depth
+        if any(s % multiple for s in x.shape[2:]):
+            raise ValueError(f"U-Net input spatial size {tuple(x.shape[2:])} must be divisible by {multiple}")
+        skips = []
+        for i, block in enumerate(self.down):
+            x = block(x if i == 0 else self.pool(x))
+            skips.append(x)
+        x = self.bottleneck_dropout(skips.pop())
+        for up, block in zip(self.up, self.up_blocks):
+            x = block(torch.cat([up(x), skips.pop()], dim=1))
+        return x
+
+
+@BACKBONES.register("unet2d", dims=(2,))
+def unet2d(
+    in_channels: int,
+    num_classes: int,
+    *,
+    width: int = 64,
+    depth: int = 4,
+    norm: str = "batch",
+    dropout: float = 0.0,
+    extra_heads: Iterable[HeadSpec] = (),
+    **_: object,
+) -> UNet:
+    """The paper's 2D U-Net (§IV-A): 4 poolings, 64-channel last feature, transposed-conv up-sampling."""
+    return UNet(
+        in_channels, num_classes, dims=2, width=width, depth=depth, norm=norm, dropout=dropout, extra_heads=extra_heads
+    )
+
+
+@BACKBONES.register("unet3d", dims=(3,))
+def unet3d(
+    in_channels: int,
+    num_classes: int,
+    *,
+    width: int = 16,
+    depth: int = 3,
+    norm: str = "batch",
+    dropout: float = 0.0,
+    extra_heads: Iterable[HeadSpec] = (),
+    **_: object,
+) -> UNet:
+    """3D twin of ``unet2d`` (same blocks with 3D convolutions), for small 3D runs and contract checks."""
+    return UNet(
+        in_channels, num_classes, dims=3, width=width, depth=depth, norm=norm, dropout=dropout, extra_heads=extra_heads
+    )

@@ -1,0 +1,517 @@
+"""Run orchestration: resolve a config, create the run folder, train, test; resume and re-evaluate runs.
+
+Run folder layout::
+
+    <out>/<dataset>/<method>/<labelled>/seed<k>/<UTC time>-<config hash>/
+        config.yaml      the resolved config (reloaded by `resume` and `eval`)
+        manifest.json    status (running|finished|failed|interrupted), versions, git sha, plugin hashes, timings
+        metrics.jsonl    training and validation log (one JSON object per line)
+        plugins/         copies of --plugin files (reloaded by `resume`/`eval`, so the code is identical)
+        checkpoints/     last.pt (resume point), best.pt (best validation Dice)
+        eval/<split>/    per_case.csv, summary.json
+
+``<out>`` is ``--out``, else ``$SSL_BENCH_RESULTS``, else ``./results/runs``.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from ssl_bench import __version__
+from ssl_bench.config import (
+    PRESETS,
+    RunConfig,
+    apply_overrides,
+    config_hash,
+    dump_yaml,
+    load_run_config,
+    to_dict,
+)
+from ssl_bench.data import DatasetAdapter
+from ssl_bench.errors import ConfigError, DataError, RunDirError, SSLBenchError
+from ssl_bench.evaluate import evaluate_cases, format_summary_table, summarize, write_eval
+from ssl_bench.io import atomic_write_json, read_json
+from ssl_bench.method import Method, MethodContext
+from ssl_bench.registry import BACKBONES, DATASETS, METHODS, load_plugin_file, loaded_plugins, normalize_name
+from ssl_bench.streams import derive_seed
+from ssl_bench.trainer import StopRequested, Trainer, seed_everything
+from ssl_bench.transforms import AUGMENTATIONS
+
+
+def default_out_dir() -> Path:
+    return Path(os.environ.get("SSL_BENCH_RESULTS", "results/runs"))
+
+
+# -- config resolution ----------------------------------------------------------------------------------------
+
+
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (the ``params`` section is flattened too)."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def resolve_config(
+    method: str,
+    dataset: str,
+    *,
+    preset: str = "cpu",
+    seed: int | None = None,
+    labeled: float | None = None,
+    backbone: str | None = None,
+    estimator: str | None = None,
+    data_root: str | None = None,
+    config_file: str | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> RunConfig:
+    """Build the run config: defaults < preset < dataset preset < method preset < config file < flags < --set."""
+    method_cls: type[Method] = METHODS.get(method)
+    dataset_cls: type[DatasetAdapter] = DATASETS.get(dataset)
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}: use one of {', '.join(PRESETS)}")
+    cfg = RunConfig(method=normalize_name(method), preset=preset)
+    cfg.dataset.name = normalize_name(dataset)
+    cfg.params = method_cls.Config()
+    aliases = tuple(a for a in {normalize_name(method), method_cls.config_prefix} if a)
+    layers: list[dict[str, Any]] = [
+        PRESETS[preset],
+        dataset_cls.presets.get(preset, {}),
+        method_cls.presets.get(preset, {}),
+    ]
+    if config_file:
+        try:
+            data = yaml.safe_load(Path(config_file).read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"cannot read --config {config_file}: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ConfigError(f"--config {config_file}: expected a YAML mapping of config sections")
+        layers.append(flatten(data))
+    flags: dict[str, Any] = {}
+    if seed is not None:
+        flags["seed"] = seed
+    if labeled is not None:
+        flags["dataset.labeled"] = labeled
+    if backbone is not None:
+        flags["model.backbone"] = backbone
+    if data_root is not None:
+        flags["dataset.root"] = data_root
+    if estimator is not None:
+        if "estimator" not in method_cls.option_names():
+            raise ConfigError(
+                f"method {cfg.method!r} does not use an uncertainty estimator (--estimator); "
+                "methods that do are listed by `ssl-bench list methods`"
+            )
+        flags["params.estimator"] = estimator
+    layers += [flags, overrides or {}]
+    for layer in layers:
+        cfg = apply_overrides(cfg, layer, aliases)
+    cfg.method, cfg.dataset.name = normalize_name(cfg.method), normalize_name(cfg.dataset.name)
+    validate_config(cfg)
+    return cfg
+
+
+def validate_config(cfg: RunConfig) -> None:
+    """Checks that need the registries (names, dimensionality) or cross-field knowledge."""
+    method_cls = METHODS.get(cfg.method)
+    spec = DATASETS.get(cfg.dataset.name).spec
+    entry = BACKBONES.entry(cfg.model.backbone)
+    if spec.dims not in entry.meta.get("dims", (2, 3)):
+        raise ConfigError(
+            f"backbone {cfg.model.backbone!r} is {entry.meta['dims']}D only, but dataset "
+            f"{cfg.dataset.name!r} trains in {spec.dims}D"
+        )
+    if spec.dims not in method_cls.dims:
+        raise ConfigError(f"method {cfg.method!r} supports {method_cls.dims}D data, dataset is {spec.dims}D")
+    checks = [
+        (cfg.dataset.augment in AUGMENTATIONS, f"dataset.augment must be one of {AUGMENTATIONS}"),
+        (cfg.dataset.selection in ("first", "random"), "dataset.selection must be 'first' or 'random'"),
+        (cfg.trainer.select in ("best-val", "last"), "trainer.select must be 'best-val' or 'last'"),
+        (cfg.eval.metrics_backend in ("ssl-bench", "medpy"), "eval.metrics_backend must be 'ssl-bench' or 'medpy'"),
+        (cfg.optim.schedule in ("constant", "poly"), "optim.schedule must be 'constant' or 'poly'"),
+        (cfg.optim.name in ("adam", "adamw", "sgd"), "optim.name must be adam, adamw or sgd"),
+        (cfg.optim.lr > 0, "optim.lr must be > 0"),
+        (cfg.trainer.epochs >= 1, "trainer.epochs must be >= 1"),
+        (cfg.trainer.batch_size >= 1 and cfg.trainer.unlabeled_batch_size >= 1, "batch sizes must be >= 1"),
+        (cfg.trainer.ckpt_every >= 1 and cfg.trainer.log_every >= 1, "ckpt_every and log_every must be >= 1"),
+        (cfg.model.norm in ("batch", "instance", "none"), "model.norm must be batch, instance or none"),
+        (0.0 <= cfg.model.dropout < 1.0, "model.dropout must be in [0, 1)"),
+        (cfg.model.width >= 1 and cfg.model.depth >= 1, "model.width and model.depth must be >= 1"),
+        (cfg.dataset.labeled > 0, "dataset.labeled must be a positive fraction (<= 1) or patient count"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+    multiple = 2**cfg.model.depth
+    if cfg.model.backbone.startswith("unet") and any(s % multiple for s in cfg.dataset.image_size):
+        raise ConfigError(
+            f"dataset.image_size {tuple(cfg.dataset.image_size)} must be divisible by 2**model.depth = {multiple}"
+        )
+
+
+# -- building blocks ------------------------------------------------------------------------------------------
+
+
+def build_adapter(cfg: RunConfig) -> DatasetAdapter:
+    cls = DATASETS.get(cfg.dataset.name)
+    root = cfg.dataset.root or (os.environ.get(cls.root_env) if cls.root_env else None)
+    if cls.needs_root and not root:
+        env = f" or set ${cls.root_env}" if cls.root_env else ""
+        raise DataError(
+            f"dataset {cfg.dataset.name!r} needs its data folder: pass --data-root DIR{env} "
+            "(see README, section Datasets)"
+        )
+    return cls(root) if root else cls()
+
+
+def build_method(cfg: RunConfig, adapter: DatasetAdapter) -> Method:
+    """Instantiate the method (network initialisation seeded from ``cfg.seed``)."""
+    method_cls = METHODS.get(cfg.method)
+    spec = adapter.spec
+    backbone = BACKBONES.get(cfg.model.backbone)
+    mc = cfg.model
+    factory = functools.partial(
+        backbone, spec.in_channels, spec.num_classes, width=mc.width, depth=mc.depth, norm=mc.norm, dropout=mc.dropout
+    )
+    seed_everything(derive_seed(cfg.seed, "init") % 2**32)
+    ctx = MethodContext(spec=spec, backbone_factory=factory, epochs=cfg.trainer.epochs)
+    try:
+        return method_cls(cfg.params, ctx)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"method {cfg.method!r}: {exc}") from exc
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("--device cuda requested but CUDA is not available (use --device cpu)")
+    return torch.device(name)
+
+
+# -- run folder -----------------------------------------------------------------------------------------------
+
+
+def labelled_tag(cfg: RunConfig) -> str:
+    if METHODS.get(cfg.method).uses_all_labels:
+        return "all"
+    value = cfg.dataset.labeled
+    return f"lab{int(value)}" if value > 1 else f"lab{value:g}"
+
+
+def git_state() -> dict[str, Any]:
+    src = Path(__file__).resolve().parent.parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=src, capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=src, capture_output=True, text=True, timeout=5)
+        if sha.returncode == 0:
+            return {"sha": sha.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return {"sha": None, "dirty": None}
+
+
+def versions() -> dict[str, str]:
+    import numpy
+
+    out = {
+        "ssl_bench": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+    }
+    for mod in ("segmentation_models_pytorch", "timm", "medpy", "scipy"):
+        try:
+            out[mod] = __import__(mod).__version__
+        except Exception:  # noqa: BLE001 - optional info
+            pass
+    return out
+
+
+def plan_run_dir(cfg: RunConfig, out: Path | None) -> Path:
+    """A new, not yet existing run folder path for ``cfg``."""
+    base = (out or default_out_dir()) / cfg.dataset.name / cfg.method / labelled_tag(cfg) / f"seed{cfg.seed}"
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    name = f"{stamp}-{config_hash(cfg)}"
+    run_dir = base / name
+    k = 1
+    while run_dir.exists():
+        k += 1
+        run_dir = base / f"{name}-{k}"
+    return run_dir
+
+
+def copy_plugins(run_dir: Path) -> dict[str, str]:
+    """Copy loaded plugin files into ``run_dir/plugins`` (named by hash prefix); returns name -> sha256."""
+    plugins = loaded_plugins()
+    if not plugins:
+        return {}
+    (run_dir / "plugins").mkdir(exist_ok=True)
+    recorded = {}
+    for path, digest in plugins.items():
+        name = f"{digest[:12]}-{Path(path).name}"
+        dest = run_dir / "plugins" / name
+        if not dest.exists():
+            shutil.copy2(path, dest)
+        recorded[name] = digest
+    return recorded
+
+
+def write_manifest(run_dir: Path, **updates: Any) -> dict[str, Any]:
+    path = run_dir / "manifest.json"
+    manifest = read_json(path) if path.exists() else {}
+    manifest.update(updates)
+    atomic_write_json(path, manifest)
+    return manifest
+
+
+def load_run(run_dir: Path) -> tuple[RunConfig, dict[str, Any]]:
+    """Reload a run folder's plugins, config and manifest (for ``resume`` and ``eval``)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunDirError(f"run folder not found: {run_dir}")
+    for needed in ("config.yaml", "manifest.json"):
+        if not (run_dir / needed).exists():
+            raise RunDirError(
+                f"{run_dir} is not a run folder (no {needed}); pass the folder printed by `ssl-bench run`"
+            )
+    manifest = read_json(run_dir / "manifest.json")
+    for name, digest in manifest.get("plugins", {}).items():
+        path = run_dir / "plugins" / name
+        if not path.exists():
+            raise RunDirError(f"plugin copy {path} is missing; the run cannot be reloaded with identical code")
+        if load_plugin_file(path) != digest:
+            raise RunDirError(f"plugin copy {path} changed since the run started (sha256 mismatch)")
+    import yaml as _yaml
+
+    raw = _yaml.safe_load((run_dir / "config.yaml").read_text())
+    method_cls = METHODS.get(raw.get("method", ""))
+    cfg = load_run_config(run_dir / "config.yaml", method_cls.Config)
+    return cfg, manifest
+
+
+# -- the three workflows --------------------------------------------------------------------------------------
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    summary: dict[str, Any] | None
+    table: str
+
+
+Printer = Callable[[str], None]
+
+
+def start_run(
+    cfg: RunConfig,
+    *,
+    out: Path | None = None,
+    device: str = "auto",
+    progress: bool | None = None,
+    echo: Printer = print,
+    argv: list[str] | None = None,
+) -> RunResult:
+    """Create a run folder for ``cfg``, train and test. Everything that can fail on bad input is checked before
+    the folder is created (config, data root, method construction, data loading)."""
+    dev = pick_device(device)
+    adapter = build_adapter(cfg)
+    method = build_method(cfg, adapter)
+    run_dir = plan_run_dir(cfg, out)
+    trainer = Trainer(cfg, method, adapter, run_dir, dev, progress)  # loads data: fails before any folder exists
+    run_dir.mkdir(parents=True)
+    try:
+        dump_yaml(cfg, run_dir / "config.yaml")
+        write_manifest(
+            run_dir,
+            status="running",
+            created=_now(),
+            command=argv or sys.argv,
+            config_hash=config_hash(cfg),
+            versions=versions(),
+            git=git_state(),
+            plugins=copy_plugins(run_dir),
+            host=platform.node(),
+            device=str(dev),
+            parameters=method.parameter_counts(),
+            resumed=[],
+        )
+        write_manifest(
+            run_dir,
+            data={
+                "labelled_patients": trainer.data.labelled_patients,
+                "unlabelled_patients": trainer.data.unlabelled_patients,
+                "labelled_slices": len(trainer.data.labelled),
+                "unlabelled_slices": 0 if trainer.data.unlabelled is None else len(trainer.data.unlabelled),
+                "total_steps": trainer.total_steps,
+            },
+        )
+    except BaseException as exc:
+        write_manifest(run_dir, status="failed", error=f"{type(exc).__name__}: {exc}")
+        raise
+    echo(f"run folder: {run_dir}")
+    return _train_and_test(trainer, run_dir, echo)
+
+
+def resume_run(
+    run_dir: Path, *, device: str = "auto", progress: bool | None = None, echo: Printer = print
+) -> RunResult:
+    """Continue a killed or stopped run from ``checkpoints/last.pt`` (or re-test a run that finished training)."""
+    run_dir = Path(run_dir)
+    cfg, manifest = load_run(run_dir)
+    if manifest.get("status") == "finished":
+        echo(f"run already finished: {run_dir}")
+        summary_path = run_dir / "eval" / "test" / "summary.json"
+        summary = read_json(summary_path) if summary_path.exists() else None
+        return RunResult(run_dir, summary, format_summary_table(summary) if summary else "")
+    dev = pick_device(device)
+    adapter = build_adapter(cfg)
+    method = build_method(cfg, adapter)
+    trainer = Trainer(cfg, method, adapter, run_dir, dev, progress)
+    last = run_dir / "checkpoints" / "last.pt"
+    if last.exists():
+        trainer.load_checkpoint(last)
+        echo(f"resuming {run_dir} at step {trainer.step}/{trainer.total_steps}")
+    else:
+        echo(f"no checkpoint in {run_dir}; starting its training from step 0")
+    write_manifest(
+        run_dir, status="running", resumed=[*manifest.get("resumed", []), {"time": _now(), "step": trainer.step}]
+    )
+    return _train_and_test(trainer, run_dir, echo)
+
+
+def _train_and_test(trainer: Trainer, run_dir: Path, echo: Printer) -> RunResult:
+    t0 = time.time()
+    try:
+        trainer.fit()
+    except StopRequested as exc:
+        write_manifest(run_dir, status="interrupted", error=str(exc))
+        raise SSLBenchError(f"{exc}; continue with: ssl-bench resume {run_dir}") from exc
+    except BaseException as exc:
+        status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+        write_manifest(run_dir, status=status, error=f"{type(exc).__name__}: {exc}")
+        if isinstance(exc, SSLBenchError):
+            raise SSLBenchError(
+                f"{exc} (run folder {run_dir}; `ssl-bench resume {run_dir}` continues from the last checkpoint)"
+            ) from exc
+        raise
+    train_s = time.time() - t0
+    chosen = trainer.select_final_model()
+    t1 = time.time()
+    summary, table = evaluate_split(
+        trainer.cfg,
+        trainer.method,
+        trainer.adapter,
+        run_dir,
+        "test",
+        trainer.device,
+        checkpoint=chosen,
+        progress=trainer.progress,
+    )
+    manifest = read_json(run_dir / "manifest.json")
+    timings = manifest.get("timings", {})
+    timings = {"train_s": round(timings.get("train_s", 0.0) + train_s, 2), "test_eval_s": round(time.time() - t1, 2)}
+    write_manifest(run_dir, status="finished", finished=_now(), timings=timings, selected_checkpoint=chosen, error=None)
+    echo(f"\nTest split ({summary['n_cases']} cases, model: {chosen}), Dice % per class:\n{table}\n")
+    echo(f"results: {run_dir / 'eval' / 'test'}")
+    return RunResult(run_dir, summary, table)
+
+
+def evaluate_split(
+    cfg: RunConfig,
+    method: Method,
+    adapter: DatasetAdapter,
+    run_dir: Path,
+    split: str,
+    device: torch.device,
+    checkpoint: str = "",
+    progress: bool | None = None,
+) -> tuple[dict[str, Any], str]:
+    """Score ``split`` with the full metric suite; writes ``eval/<split>/{per_case.csv, summary.json}``."""
+    from tqdm.auto import tqdm
+
+    cases = adapter.splits().get(split)
+    if not cases:
+        raise DataError(
+            f"dataset {cfg.dataset.name!r} has no cases in split {split!r} "
+            f"(splits: {', '.join(k for k, v in adapter.splits().items() if v)})"
+        )
+    method.eval()
+    bar = functools.partial(
+        tqdm, desc=f"eval {split}", unit="case", disable=not progress if progress is not None else None
+    )
+    rows = evaluate_cases(
+        method.predict,
+        adapter,
+        cases,
+        tuple(cfg.dataset.image_size),
+        per_slice=cfg.eval.per_slice,
+        backend=cfg.eval.metrics_backend,
+        batch_size=cfg.eval.batch_size,
+        device=device,
+        progress=bar,
+    )
+    summary = summarize(
+        rows,
+        adapter.spec.label_names,
+        adapter.spacing_unit,
+        extra={
+            "split": split,
+            "checkpoint": checkpoint,
+            "metrics_backend": cfg.eval.metrics_backend,
+            "per_slice": cfg.eval.per_slice,
+            "method": cfg.method,
+            "dataset": cfg.dataset.name,
+            "labeled": cfg.dataset.labeled,
+            "seed": cfg.seed,
+            "preset": cfg.preset,
+            "config_hash": config_hash(cfg),
+            "config": to_dict(cfg),
+        },
+    )
+    write_eval(run_dir / "eval" / split, rows, summary)
+    return summary, format_summary_table(summary)
+
+
+def eval_run(
+    run_dir: Path, split: str = "test", *, device: str = "auto", progress: bool | None = None, echo: Printer = print
+) -> RunResult:
+    """Re-evaluate a run's selected model (best-val or last, per its config) on ``split``."""
+    run_dir = Path(run_dir)
+    cfg, _ = load_run(run_dir)
+    dev = pick_device(device)
+    adapter = build_adapter(cfg)
+    method = build_method(cfg, adapter).to(dev)
+    best, last = run_dir / "checkpoints" / "best.pt", run_dir / "checkpoints" / "last.pt"
+    path = best if (cfg.trainer.select == "best-val" and best.exists()) else last
+    if not path.exists():
+        raise RunDirError(f"{run_dir} has no checkpoint to evaluate (checkpoints/last.pt missing)")
+    state = torch.load(path, map_location=dev, weights_only=False)
+    method.load_state_dict(state["model"])
+    label = f"{path.stem} (step {state.get('step', state.get('position', {}).get('step'))})"
+    summary, table = evaluate_split(cfg, method, adapter, run_dir, split, dev, checkpoint=label, progress=progress)
+    echo(f"{split} split ({summary['n_cases']} cases, model: {label}), Dice % per class:\n{table}")
+    echo(f"results: {run_dir / 'eval' / split}")
+    return RunResult(run_dir, summary, table)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")

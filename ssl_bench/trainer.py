@@ -1,0 +1,406 @@
+"""The one training loop: two seeded streams, stages, validation, atomic checkpoints, exact resume.
+
+Determinism: at every step the global torch RNG and the augmentation generator are re-seeded from
+``(seed, step)``, and the streams are functions of ``(seed, pass)``; a run resumed from ``checkpoints/last.pt``
+therefore reproduces an uninterrupted run exactly on the CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ssl_bench.config import RunConfig, to_dict
+from ssl_bench.data import DatasetAdapter, SliceSet
+from ssl_bench.errors import DataError, RunDirError, TrainingError
+from ssl_bench.evaluate import evaluate_cases, mean_foreground_dice
+from ssl_bench.io import atomic_torch_save, atomic_write_text
+from ssl_bench.method import Batch, EpochData, Method, Stage, StepInfo
+from ssl_bench.streams import Stream, derive_seed
+from ssl_bench.transforms import prepare_slices
+
+CHECKPOINT_VERSION = 1
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+@dataclass
+class TrainingData:
+    """Tensors of both streams plus bookkeeping (labels of unlabelled slices are kept for analysis only)."""
+
+    labelled: SliceSet
+    unlabelled: SliceSet | None
+    labelled_patients: list[str]
+    unlabelled_patients: list[str]
+    images_l: torch.Tensor = field(repr=False, default=None)  # type: ignore[assignment]
+    labels_l: torch.Tensor = field(repr=False, default=None)  # type: ignore[assignment]
+    images_u: torch.Tensor | None = field(repr=False, default=None)
+    #: labels of the unlabelled slices: never given to a method; for pseudo-label quality analysis only
+    hidden_labels_u: torch.Tensor | None = field(repr=False, default=None)
+
+
+def load_training_data(cfg: RunConfig, adapter: DatasetAdapter, all_labels: bool) -> TrainingData:
+    """Split the training patients into labelled / unlabelled and load their slices at the training size."""
+    train_cases = adapter.splits()["train"]
+    if all_labels:
+        lab_patients = adapter.patients("train")
+    else:
+        lab_patients = adapter.labelled_patients(cfg.dataset.labeled, cfg.dataset.selection, cfg.seed)
+    lab_set = set(lab_patients)
+    lab_cases = [c for c in train_cases if adapter.group(c) in lab_set]
+    unl_cases = [c for c in train_cases if adapter.group(c) not in lab_set]
+    labelled = adapter.training_slices(lab_cases)
+    unlabelled = adapter.training_slices(unl_cases) if unl_cases else None
+    size = tuple(cfg.dataset.image_size)
+    data = TrainingData(labelled, unlabelled, lab_patients, [p for p in adapter.patients("train") if p not in lab_set])
+    data.images_l, data.labels_l = prepare_slices(labelled.images, labelled.labels, size)  # type: ignore[assignment]
+    if unlabelled is not None:
+        data.images_u, data.hidden_labels_u = prepare_slices(unlabelled.images, unlabelled.labels, size)
+    return data
+
+
+class StopRequested(Exception):
+    """SIGTERM/SIGINT received: a checkpoint was written; ``ssl-bench resume`` continues."""
+
+
+class Trainer:
+    """Runs a method's stages on a dataset, writing into ``run_dir`` (see :mod:`ssl_bench.rundir`)."""
+
+    def __init__(
+        self,
+        cfg: RunConfig,
+        method: Method,
+        adapter: DatasetAdapter,
+        run_dir: Path,
+        device: torch.device,
+        progress: bool | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.method = method.to(device)
+        self.adapter = adapter
+        self.run_dir = run_dir
+        self.device = device
+        self.progress = progress
+        self.ckpt_dir = run_dir / "checkpoints"
+        self.metrics_path = run_dir / "metrics.jsonl"
+        self.data = load_training_data(cfg, adapter, type(method).uses_all_labels)
+        tc = cfg.trainer
+        self.stream_l = Stream("labelled", self.data.images_l, self.data.labels_l, tc.batch_size, cfg.seed)
+        self.stream_u = None
+        if self.data.images_u is not None and type(method).uses_unlabeled:
+            self.stream_u = Stream(
+                "unlabelled", self.data.images_u, None, tc.unlabeled_batch_size, cfg.seed, labelled=False
+            )
+        self.stages = method.stages()
+        self.steps_per_epoch = [self._steps_per_epoch(s) for s in self.stages]
+        self.total_steps = sum(s.epochs * n for s, n in zip(self.stages, self.steps_per_epoch))
+        if self.total_steps <= 0:
+            raise TrainingError("the schedule has no steps: check trainer.epochs and the method's stages")
+        self.optimizer = self._build_optimizer()
+        self.scheduler = self._build_scheduler()
+        self.use_amp = bool(tc.amp and device.type == "cuda")
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        # position (the next step to run)
+        self.step = 0
+        self.stage_index = 0
+        self.epoch_in_stage = 0
+        self.iter_in_epoch = 0
+        self.best_score = -math.inf
+        self.best_step = -1
+        self.history: list[dict[str, Any]] = []
+        self._stop = False
+
+    # -- construction helpers -------------------------------------------------------------------------------------
+
+    def _steps_per_epoch(self, stage: Stage) -> int:
+        if self.cfg.trainer.iters_per_epoch:
+            return int(self.cfg.trainer.iters_per_epoch)
+        drive = self.stream_u if (stage.unlabeled and self.stream_u is not None) else self.stream_l
+        return max(1, math.ceil(len(drive) / drive.batch_size))
+
+    def _build_optimizer(self) -> torch.optim.Optimizer:
+        oc = self.cfg.optim
+        params = list(self.method.trainable_parameters())
+        if oc.name == "adam":
+            return torch.optim.Adam(params, lr=oc.lr, betas=tuple(oc.betas), weight_decay=oc.weight_decay)
+        if oc.name == "adamw":
+            return torch.optim.AdamW(params, lr=oc.lr, betas=tuple(oc.betas), weight_decay=oc.weight_decay)
+        if oc.name == "sgd":
+            return torch.optim.SGD(params, lr=oc.lr, momentum=oc.momentum, weight_decay=oc.weight_decay)
+        raise TrainingError(f"unknown optimiser {oc.name!r}: use adam, adamw or sgd")
+
+    def _build_scheduler(self) -> torch.optim.lr_scheduler.LRScheduler:
+        kind, total = self.cfg.optim.schedule, self.total_steps
+        if kind == "constant":
+            return torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: 1.0)
+        if kind == "poly":
+            return torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: max(0.0, 1 - s / total) ** 0.9)
+        raise TrainingError(f"unknown lr schedule {kind!r}: use 'constant' or 'poly'")
+
+    # -- checkpoints ----------------------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "format_version": CHECKPOINT_VERSION,
+            "method": self.cfg.method,
+            "config": to_dict(self.cfg),
+            "position": {
+                "step": self.step,
+                "stage_index": self.stage_index,
+                "epoch_in_stage": self.epoch_in_stage,
+                "iter_in_epoch": self.iter_in_epoch,
+            },
+            "model": self.method.state_dict(),
+            "extra_state": self.method.extra_state(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "streams": {
+                "labelled": self.stream_l.state_dict(),
+                "unlabelled": None if self.stream_u is None else self.stream_u.state_dict(),
+            },
+            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
+            "best": {"score": self.best_score, "step": self.best_step},
+            "history": self.history,
+        }
+
+    def save_checkpoint(self) -> Path:
+        path = self.ckpt_dir / "last.pt"
+        atomic_torch_save(self.state_dict(), path)
+        return path
+
+    def load_checkpoint(self, path: Path) -> None:
+        try:
+            state = torch.load(path, map_location=self.device, weights_only=False)
+        except Exception as exc:  # noqa: BLE001 - corrupt/truncated file
+            raise RunDirError(f"cannot read checkpoint {path}: {exc}") from exc
+        if state.get("format_version") != CHECKPOINT_VERSION:
+            raise RunDirError(
+                f"checkpoint {path} has format {state.get('format_version')}, expected {CHECKPOINT_VERSION}"
+            )
+        self.method.load_state_dict(state["model"])
+        self.method.load_extra_state(state["extra_state"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.stream_l.load_state_dict(state["streams"]["labelled"])
+        if self.stream_u is not None and state["streams"]["unlabelled"] is not None:
+            self.stream_u.load_state_dict(state["streams"]["unlabelled"])
+        torch.set_rng_state(state["rng"]["torch"].cpu())
+        np.random.set_state(state["rng"]["numpy"])
+        random.setstate(state["rng"]["python"])
+        pos = state["position"]
+        self.step, self.stage_index = pos["step"], pos["stage_index"]
+        self.epoch_in_stage, self.iter_in_epoch = pos["epoch_in_stage"], pos["iter_in_epoch"]
+        self.best_score, self.best_step = state["best"]["score"], state["best"]["step"]
+        self.history = state["history"]
+        self._truncate_metrics_log()
+
+    def _truncate_metrics_log(self) -> None:
+        """Drop log lines written after the checkpoint (they will be written again)."""
+        if not self.metrics_path.exists():
+            return
+        keep = []
+        for line in self.metrics_path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut by the kill
+            if (rec.get("type") == "train" and rec.get("step", 0) <= self.step) or rec in self.history:
+                keep.append(line)
+        atomic_write_text(self.metrics_path, "".join(k + "\n" for k in keep))
+
+    # -- logging --------------------------------------------------------------------------------------------------
+
+    def _log(self, record: dict[str, Any]) -> None:
+        with self.metrics_path.open("a") as fh:
+            fh.write(json.dumps(record) + "\n")
+
+    # -- loop -----------------------------------------------------------------------------------------------------
+
+    def _step_info(self) -> StepInfo:
+        stage = self.stages[self.stage_index]
+        spe = self.steps_per_epoch[self.stage_index]
+        epochs_before = sum(s.epochs for s in self.stages[: self.stage_index])
+        return StepInfo(
+            step=self.step,
+            epoch=epochs_before + self.epoch_in_stage,
+            stage=stage.name,
+            stage_step=self.epoch_in_stage * spe + self.iter_in_epoch,
+            stage_steps=stage.epochs * spe,
+            total_steps=self.total_steps,
+            steps_per_epoch=spe,
+        )
+
+    def _train_step(self, stage: Stage) -> dict[str, float]:
+        info = self._step_info()
+        torch.manual_seed(derive_seed(self.cfg.seed, "step", self.step))
+        gen = torch.Generator().manual_seed(derive_seed(self.cfg.seed, "augment", self.step))
+        aug = self.cfg.dataset.augment
+        batch_l = self.stream_l.next(aug, gen).to(self.device)
+        batch_u = None
+        if stage.unlabeled and self.stream_u is not None:
+            batch_u = self.stream_u.next(aug, gen).to(self.device)
+        self.method.train()
+        with torch.autocast(self.device.type, enabled=self.use_amp):
+            losses = self.method.training_step(batch_l, batch_u, info)
+        if "loss" not in losses:
+            raise TrainingError(f"{type(self.method).__name__}.training_step must return a dict with key 'loss'")
+        loss = losses["loss"]
+        values = {k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in losses.items()}
+        if not math.isfinite(values["loss"]) and self.cfg.trainer.stop_on_nan:
+            bad = {k: v for k, v in values.items() if not math.isfinite(v)}
+            raise TrainingError(
+                f"non-finite loss at step {self.step} (stage {stage.name}): {bad}. The last good checkpoint is "
+                f"{self.ckpt_dir / 'last.pt'}. Try a lower learning rate (--set optim.lr=...), gradient clipping "
+                "(--set optim.grad_clip=1.0), or check the input data for NaN."
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.cfg.optim.grad_clip:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.method.trainable_parameters(), self.cfg.optim.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.method.after_optimizer_step(info)
+        values["lr"] = self.optimizer.param_groups[0]["lr"]
+        return values
+
+    def _iterate_unlabelled(self, batch_size: int) -> Iterator[Batch]:
+        images = self.data.images_u
+        if images is None:
+            return
+        for start in range(0, len(images), batch_size):
+            idx = torch.arange(start, min(start + batch_size, len(images)))
+            yield Batch(images[idx], None, idx).to(self.device)
+
+    def validate(self) -> float:
+        """Mean foreground Dice on the val split (Dice only, for speed); NaN if there is no val split."""
+        val_cases = self.adapter.splits().get("val", [])
+        if self.cfg.eval.val_cases:
+            val_cases = val_cases[: self.cfg.eval.val_cases]
+        if not val_cases:
+            return math.nan
+        self.method.eval()
+        rows = evaluate_cases(
+            self.method.predict,
+            self.adapter,
+            val_cases,
+            tuple(self.cfg.dataset.image_size),
+            backend="ssl-bench",
+            metrics=("dice",),
+            batch_size=self.cfg.eval.batch_size,
+            device=self.device,
+        )
+        return mean_foreground_dice(rows)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self._stop = True
+
+    def fit(self) -> None:
+        """Train from the current position to the end of the last stage."""
+        old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        start_time = time.time()
+        bar = tqdm(
+            total=self.total_steps,
+            initial=self.step,
+            desc=f"{self.cfg.method}",
+            unit="step",
+            disable=not self.progress if self.progress is not None else None,
+            dynamic_ncols=True,
+        )
+        try:
+            while self.stage_index < len(self.stages):
+                stage = self.stages[self.stage_index]
+                spe = self.steps_per_epoch[self.stage_index]
+                while self.epoch_in_stage < stage.epochs:
+                    while self.iter_in_epoch < spe:
+                        values = self._train_step(stage)
+                        self.step += 1
+                        self.iter_in_epoch += 1
+                        bar.update(1)
+                        if self.step % self.cfg.trainer.log_every == 0 or self.step == self.total_steps:
+                            bar.set_postfix(stage=stage.name, loss=f"{values['loss']:.4f}")
+                            info = self._step_info()
+                            self._log(
+                                {
+                                    "type": "train",
+                                    "step": self.step,
+                                    "epoch": info.epoch,
+                                    "stage": stage.name,
+                                    "time": round(time.time() - start_time, 3),
+                                    **values,
+                                }
+                            )
+                        if self._stop:
+                            self.save_checkpoint()
+                            raise StopRequested(f"stopped at step {self.step}")
+                        if self.step % self.cfg.trainer.ckpt_every == 0:
+                            self.save_checkpoint()
+                    self._end_epoch(stage, bar)
+                self.stage_index += 1
+                self.epoch_in_stage = 0
+            self.save_checkpoint()
+        finally:
+            bar.close()
+            for s, handler in old.items():
+                signal.signal(s, handler)
+
+    def _end_epoch(self, stage: Stage, bar: Any) -> None:
+        info = self._step_info()
+        data = EpochData(
+            self._iterate_unlabelled, 0 if self.data.images_u is None else len(self.data.images_u), self.device
+        )
+        self.method.on_epoch_end(info.epoch, stage, data)
+        self.epoch_in_stage += 1
+        self.iter_in_epoch = 0
+        last_epoch = self.stage_index == len(self.stages) - 1 and self.epoch_in_stage == stage.epochs
+        every = self.cfg.trainer.val_every
+        if every and (self.epoch_in_stage % every == 0 or last_epoch):
+            score = self.validate()
+            record = {
+                "type": "val",
+                "step": self.step,
+                "epoch": info.epoch + 1,
+                "stage": stage.name,
+                "val_dice_fg": score,
+            }
+            self.history.append(record)
+            self._log(record)
+            bar.set_postfix(stage=stage.name, val_dice=f"{score:.4f}")
+            if not math.isnan(score) and score > self.best_score:
+                self.best_score, self.best_step = score, self.step
+                atomic_torch_save(
+                    {"model": self.method.state_dict(), "step": self.step, "val_dice_fg": score},
+                    self.ckpt_dir / "best.pt",
+                )
+        self.save_checkpoint()
+
+    # -- final model ----------------------------------------------------------------------------------------------
+
+    def select_final_model(self) -> str:
+        """Load the model to test: best validation checkpoint (``select=best-val``) or the last one."""
+        best = self.ckpt_dir / "best.pt"
+        if self.cfg.trainer.select == "best-val" and best.exists():
+            state = torch.load(best, map_location=self.device, weights_only=False)
+            self.method.load_state_dict(state["model"])
+            return f"best-val (step {state['step']}, val Dice {state['val_dice_fg']:.4f})"
+        if self.cfg.trainer.select not in ("best-val", "last"):
+            raise DataError(f"trainer.select must be 'best-val' or 'last', got {self.cfg.trainer.select!r}")
+        return f"last (step {self.step})"
