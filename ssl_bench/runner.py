@@ -42,7 +42,7 @@ from ssl_bench.config import (
     to_dict,
 )
 from ssl_bench.data import DatasetAdapter
-from ssl_bench.errors import ConfigError, DataError, RunDirError, SSLBenchError
+from ssl_bench.errors import ConfigError, DataError, RunDirError, SSLBenchError, TrainingError
 from ssl_bench.evaluate import evaluate_cases, format_summary_table, summarize, write_eval
 from ssl_bench.io import atomic_write_json, read_json
 from ssl_bench.method import Method, MethodContext
@@ -409,9 +409,8 @@ def _train_and_test(trainer: Trainer, run_dir: Path, echo: Printer) -> RunResult
         status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
         write_manifest(run_dir, status=status, error=f"{type(exc).__name__}: {exc}")
         if isinstance(exc, SSLBenchError):
-            raise SSLBenchError(
-                f"{exc} (run folder {run_dir}; `ssl-bench resume {run_dir}` continues from the last checkpoint)"
-            ) from exc
+            hint = "" if isinstance(exc, TrainingError) else f"; `ssl-bench resume {run_dir}` continues it"
+            raise type(exc)(f"{exc} (run folder {run_dir}{hint})") from exc
         raise
     train_s = time.time() - t0
     chosen = trainer.select_final_model()

@@ -265,10 +265,11 @@ class Trainer:
         values = {k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in losses.items()}
         if not math.isfinite(values["loss"]) and self.cfg.trainer.stop_on_nan:
             bad = {k: v for k, v in values.items() if not math.isfinite(v)}
+            last = self.ckpt_dir / "last.pt"
+            saved = f" The last good checkpoint is {last}." if last.exists() else ""
             raise TrainingError(
-                f"non-finite loss at step {self.step} (stage {stage.name}): {bad}. The last good checkpoint is "
-                f"{self.ckpt_dir / 'last.pt'}. Try a lower learning rate (--set optim.lr=...), gradient clipping "
-                "(--set optim.grad_clip=1.0), or check the input data for NaN."
+                f"non-finite loss at step {self.step} (stage {stage.name}): {bad}.{saved} Try a lower learning rate "
+                "(--set optim.lr=...), gradient clipping (--set optim.grad_clip=1.0), or check the input data for NaN."
             )
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
