@@ -102,9 +102,10 @@ def _check_dims(method_cls: type[Method], d: int, bb_name: str, estimator: str |
 
     n = 4 if d == 2 else 2
     x_l, y_l = _synthetic(d, n, spec.num_classes, 1)
-    x_u, _ = _synthetic(d, n, spec.num_classes, 2)
-    batch_l = Batch(x_l, y_l, torch.arange(n))
-    batch_u = Batch(x_u, None, torch.arange(n))
+    x_u, y_u = _synthetic(d, n, spec.num_classes, 2)
+    aug = torch.tensor([[1, 0], [2, 1], [0, 1], [3, 0]])[:n] if d == 2 else None
+    batch_l = Batch(x_l, y_l, torch.arange(n), aug)
+    batch_u = Batch(x_u, None, torch.arange(n), aug)
     optimizer = torch.optim.Adam(list(method.trainable_parameters()), lr=1e-3)
     student = _student_params(method)
     total_steps = 2 * len(stages)
@@ -159,7 +160,7 @@ def _check_dims(method_cls: type[Method], d: int, bb_name: str, estimator: str |
             optimizer.step()
             method.after_optimizer_step(info)
             step += 1
-        method.on_epoch_end(step // 2, stage, EpochData(unlabelled_iter, n, torch.device("cpu")))
+        method.on_epoch_end(step // 2, stage, EpochData(unlabelled_iter, n, torch.device("cpu"), y_u))
     record("hooks", True, "after_optimizer_step, on_epoch_end ran")
 
     method.eval()

@@ -35,16 +35,19 @@ class Batch:
         image: ``[B, C, H, W]`` (2D) or ``[B, C, D, H, W]`` (3D) float.
         label: ``[B, H, W]`` / ``[B, D, H, W]`` int64, or None for unlabelled batches.
         index: ``[B]`` int64, position of each sample in its stream's dataset (for per-sample state such as
-            Temporal Ensembling targets).
+            Temporal Ensembling targets or stored pseudo-labels).
+        aug: ``[B, 2]`` int64 augmentation applied to each sample (rot90 count, flip), or None; stored per-sample
+            maps are brought into the batch's frame with :func:`ssl_bench.transforms.apply_augment`.
     """
 
     image: torch.Tensor
     label: torch.Tensor | None
     index: torch.Tensor
+    aug: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> Batch:
         label = None if self.label is None else self.label.to(device, non_blocking=True)
-        return Batch(self.image.to(device, non_blocking=True), label, self.index.to(device))
+        return Batch(self.image.to(device, non_blocking=True), label, self.index.to(device), self.aug)
 
 
 @dataclass(frozen=True)
@@ -90,11 +93,16 @@ class MethodContext:
 
 @dataclass
 class EpochData:
-    """Given to ``on_epoch_end``: iterate the (un-augmented) unlabelled training images in fixed order."""
+    """Given to ``on_epoch_end``: iterate the (un-augmented) unlabelled training images in fixed order.
+
+    ``hidden_labels_u`` ``[N_u, *S]`` are the true labels of the unlabelled images, for *analysis only*
+    (pseudo-label quality, paper Fig. 3/4); a method must never train on them. None where unknown.
+    """
 
     iterate_unlabeled: Callable[[int], Iterator[Batch]]
     num_unlabeled: int
     device: torch.device
+    hidden_labels_u: torch.Tensor | None = None
 
 
 class Method(nn.Module):
@@ -138,8 +146,12 @@ class Method(nn.Module):
     def after_optimizer_step(self, step: StepInfo) -> None:
         """Called after every optimiser step (e.g. EMA teacher update)."""
 
-    def on_epoch_end(self, epoch: int, stage: Stage, data: EpochData) -> None:
-        """Called at the end of every epoch, before validation."""
+    def on_epoch_end(self, epoch: int, stage: Stage, data: EpochData) -> dict[str, float] | None:
+        """Called at the end of every epoch (``epoch`` counts over all stages, 0-based), before validation.
+
+        May return numbers to log (a ``{"type": "epoch"}`` record in ``metrics.jsonl``).
+        """
+        return None
 
     def trainable_parameters(self) -> Iterator[nn.Parameter]:
         """Parameters the optimiser updates (default: those with ``requires_grad``; EMA teachers have none)."""

@@ -73,8 +73,8 @@ class Stream:
         idx = self.next_indices()
         image = self.images[idx]
         label = self.labels[idx].long() if (self.labels is not None and self.labelled) else None
-        image, label = augment_2d(image, label, augment, generator)
-        return Batch(image, label, idx)
+        image, label, aug = augment_2d(image, label, augment, generator)
+        return Batch(image, label, idx, aug)
 
     def state_dict(self) -> dict[str, int]:
         return {"pass_index": self.pass_index, "position": self.position, "n": len(self.images)}

@@ -56,29 +56,40 @@ def prepare_slices(
 
 def augment_2d(
     image: torch.Tensor, label: torch.Tensor | None, kind: str, generator: torch.Generator
-) -> tuple[torch.Tensor, torch.Tensor | None]:
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """Per-sample random augmentation applied identically to image and label.
 
     ``"flip-rot"``: rotation by k x 90 degrees (k uniform in 0..3) and a horizontal flip with p = 0.5 (the rot90 +
-    flip part of the SSL4MIS augmentation; square images required for odd k). ``"none"``: identity.
+    flip part of the SSL4MIS augmentation; on non-square images only k in {0, 2}). ``"none"``: identity.
+
+    Returns:
+        image, label (or None) and ``aug`` ``[N, 2]`` int64: per sample (k, flip); apply the same transform to
+        any other per-sample map with :func:`apply_augment`.
     """
+    n = image.shape[0]
     if kind == "none":
-        return image, label
+        return image, label, torch.zeros((n, 2), dtype=torch.long)
     if kind != "flip-rot":
         raise ValueError(f"unknown augmentation {kind!r}: use one of {AUGMENTATIONS}")
-    n = image.shape[0]
-    ks = torch.randint(0, 4, (n,), generator=generator).tolist()
-    flips = (torch.rand(n, generator=generator) < 0.5).tolist()
+    ks = torch.randint(0, 4, (n,), generator=generator)
+    flips = (torch.rand(n, generator=generator) < 0.5).long()
     if image.shape[-1] != image.shape[-2]:
-        ks = [2 * (k % 2 == 0) for k in ks]  # only 0 / 180 degrees on non-square images
-    imgs, labs = [], []
-    for i in range(n):
-        im = torch.rot90(image[i], ks[i], dims=(-2, -1))
-        lb = None if label is None else torch.rot90(label[i], ks[i], dims=(-2, -1))
-        if flips[i]:
-            im = im.flip(-1)
-            lb = None if lb is None else lb.flip(-1)
-        imgs.append(im)
-        labs.append(lb)
-    out_label = None if label is None else torch.stack(labs)  # type: ignore[arg-type]
-    return torch.stack(imgs), out_label
+        ks = 2 * (ks % 2 == 0).long()
+    aug = torch.stack([ks, flips], dim=1)
+    return apply_augment(image, aug), None if label is None else apply_augment(label, aug), aug
+
+
+def apply_augment(x: torch.Tensor, aug: torch.Tensor, inverse: bool = False) -> torch.Tensor:
+    """Apply (or undo) per-sample (k, flip) transforms ``aug [N, 2]`` to ``x [N, ..., H, W]``."""
+    out = []
+    for i in range(x.shape[0]):
+        k, flip = int(aug[i, 0]), bool(aug[i, 1])
+        xi = x[i]
+        if not inverse:
+            xi = torch.rot90(xi, k, dims=(-2, -1))
+            xi = xi.flip(-1) if flip else xi
+        else:
+            xi = xi.flip(-1) if flip else xi
+            xi = torch.rot90(xi, -k, dims=(-2, -1))
+        out.append(xi)
+    return torch.stack(out)

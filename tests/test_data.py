@@ -10,17 +10,19 @@ from ssl_bench.data import count_from_budget, validate_label
 from ssl_bench.errors import DataError
 from ssl_bench.registry import DATASETS
 from ssl_bench.streams import Stream
-from ssl_bench.transforms import augment_2d, prepare_slices
+from ssl_bench.transforms import apply_augment, augment_2d, prepare_slices
 
 
-@pytest.mark.parametrize(("budget", "total", "expected"), [(0.2, 70, 14), (0.1, 70, 7), (1.0, 70, 70), (7, 70, 7),
-                                                           (0.01, 20, 1)])
+@pytest.mark.parametrize(
+    ("budget", "total", "expected"), [(0.2, 70, 14), (0.1, 70, 7), (1.0, 70, 70), (7, 70, 7), (0.01, 20, 1)]
+)
 def test_count_from_budget(budget, total, expected):
     assert count_from_budget(budget, total) == expected
 
 
-@pytest.mark.parametrize(("budget", "pattern"), [(0, "positive"), (-1, "positive"), (80, "asks for 80"),
-                                                 (2.5, "must be an integer")])
+@pytest.mark.parametrize(
+    ("budget", "pattern"), [(0, "positive"), (-1, "positive"), (80, "asks for 80"), (2.5, "must be an integer")]
+)
 def test_bad_budgets(budget, pattern):
     with pytest.raises(DataError, match=pattern):
         count_from_budget(budget, 70)
@@ -58,8 +60,11 @@ def test_augmentation_keeps_image_and_label_aligned():
     label[:, :3, :2] = 1
     image = label[:, None].float()
     g = torch.Generator().manual_seed(0)
-    img, lab = augment_2d(image, label, "flip-rot", g)
+    img, lab, aug = augment_2d(image, label, "flip-rot", g)
     assert torch.equal(img[:, 0].long(), lab)
+    assert aug.shape == (4, 2)
+    assert torch.equal(apply_augment(label, aug), lab)  # the same transform reproduces the batch frame
+    assert torch.equal(apply_augment(lab, aug, inverse=True), label)  # and inverts exactly
 
 
 def test_stream_is_resumable_and_covers_every_sample():

@@ -74,7 +74,11 @@ def make_head(dims: int, cin: int, spec: HeadSpec, norm: str = "batch") -> nn.Mo
 
 
 class SegNet(nn.Module):
-    """Base class: subclasses implement :meth:`features` and set ``feature_channels``, ``dims``."""
+    """Base class: subclasses implement :meth:`features`.
+
+    ``main_head`` is the kind of the main head (``"linear"``: a 1x1 conv, the classic U-Net output; ``"conv"``:
+    the CoraNet branch of two 3x3 conv + BN + ReLU and a 1x1 conv).
+    """
 
     dims: int
     feature_channels: int
@@ -87,13 +91,14 @@ class SegNet(nn.Module):
         extra_heads: Iterable[HeadSpec] = (),
         norm: str = "batch",
         final_dropout: float = 0.0,
+        main_head: str = "linear",
     ) -> None:
         super().__init__()
         self.dims = dims
         self.feature_channels = feature_channels
         self.num_classes = num_classes
         self.final_dropout = dropout_nd(dims, final_dropout)
-        self.head = conv_nd(dims)(feature_channels, num_classes, 1)
+        self.head = make_head(dims, feature_channels, HeadSpec("main", num_classes, main_head), norm)
         self.extra_heads = nn.ModuleDict({h.name: make_head(dims, feature_channels, h, norm) for h in extra_heads})
 
     def features(self, x: torch.Tensor) -> torch.Tensor:

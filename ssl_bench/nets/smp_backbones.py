@@ -26,10 +26,13 @@ class SmpUNet(SegNet):
         dropout: float = 0.0,
         extra_heads: Iterable[HeadSpec] = (),
         decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16),
+        main_head: str = "linear",
     ):
         import segmentation_models_pytorch as smp
 
-        super().__init__(2, decoder_channels[-1], num_classes, extra_heads, "batch", final_dropout=dropout)
+        super().__init__(
+            2, decoder_channels[-1], num_classes, extra_heads, "batch", final_dropout=dropout, main_head=main_head
+        )
         net = smp.Unet(
             encoder,
             encoder_weights=None,
@@ -52,9 +55,15 @@ class SmpUNet(SegNet):
 
 def _register(name: str, encoder: str) -> None:
     def build(
-        in_channels: int, num_classes: int, *, dropout: float = 0.0, extra_heads: Iterable[HeadSpec] = (), **_: object
+        in_channels: int,
+        num_classes: int,
+        *,
+        dropout: float = 0.0,
+        extra_heads: Iterable[HeadSpec] = (),
+        main_head: str = "linear",
+        **_: object,
     ) -> SmpUNet:
-        return SmpUNet(encoder, in_channels, num_classes, dropout=dropout, extra_heads=extra_heads)
+        return SmpUNet(encoder, in_channels, num_classes, dropout=dropout, extra_heads=extra_heads, main_head=main_head)
 
     build.__doc__ = f"U-Net with a randomly initialised smp {encoder} encoder (2D)."
     build.__module__ = __name__

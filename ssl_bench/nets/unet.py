@@ -36,8 +36,9 @@ class UNet(SegNet):
         norm: str = "batch",
         dropout: float = 0.0,
         extra_heads: Iterable[HeadSpec] = (),
+        main_head: str = "linear",
     ) -> None:
-        super().__init__(dims, width, num_classes, extra_heads, norm, final_dropout=dropout)
+        super().__init__(dims, width, num_classes, extra_heads, norm, final_dropout=dropout, main_head=main_head)
         chans = [width * 2**i for i in range(depth + 1)]
         self.down = nn.ModuleList([ConvBlock(dims, in_channels, chans[0], norm)])
         self.down.extend(ConvBlock(dims, chans[i - 1], chans[i], norm) for i in range(1, depth + 1))
@@ -75,11 +76,20 @@ def unet2d(
     norm: str = "batch",
     dropout: float = 0.0,
     extra_heads: Iterable[HeadSpec] = (),
+    main_head: str = "linear",
     **_: object,
 ) -> UNet:
     """The paper's 2D U-Net (§IV-A): 4 poolings, 64-channel last feature, transposed-conv up-sampling."""
     return UNet(
-        in_channels, num_classes, dims=2, width=width, depth=depth, norm=norm, dropout=dropout, extra_heads=extra_heads
+        in_channels,
+        num_classes,
+        dims=2,
+        width=width,
+        depth=depth,
+        norm=norm,
+        dropout=dropout,
+        extra_heads=extra_heads,
+        main_head=main_head,
     )
 
 
@@ -93,9 +103,18 @@ def unet3d(
     norm: str = "batch",
     dropout: float = 0.0,
     extra_heads: Iterable[HeadSpec] = (),
+    main_head: str = "linear",
     **_: object,
 ) -> UNet:
     """3D twin of ``unet2d`` (same blocks with 3D convolutions), for small 3D runs and contract checks."""
     return UNet(
-        in_channels, num_classes, dims=3, width=width, depth=depth, norm=norm, dropout=dropout, extra_heads=extra_heads
+        in_channels,
+        num_classes,
+        dims=3,
+        width=width,
+        depth=depth,
+        norm=norm,
+        dropout=dropout,
+        extra_heads=extra_heads,
+        main_head=main_head,
     )
