@@ -27,6 +27,7 @@ from ssl_bench.method import Batch, EpochData, Method, MethodContext, StepInfo
 from ssl_bench.registry import BACKBONES, METHODS, normalize_name
 
 DEFAULT_BACKBONES = {2: "unet2d", 3: "unet3d"}
+MAX_GRADIENT_TRIES = 30
 
 
 @dataclass
@@ -53,6 +54,29 @@ def _synthetic(dims: int, n: int, num_classes: int, seed: int) -> tuple[torch.Te
 
 def _student_params(method: Method) -> list[torch.nn.Parameter]:
     return [p for p in method.inference_module().parameters() if p.requires_grad]
+
+
+def _check_gradients(
+    losses: dict[str, Any], keys: set[str], student: list[torch.nn.Parameter], record: Any, last: bool
+) -> set[str]:
+    """Verify a non-zero student gradient for the ``keys`` terms; returns the keys settled on this step."""
+    settled = set()
+    for key in sorted(keys):
+        term = losses.get(key)
+        if not (torch.is_tensor(term) and term.requires_grad):
+            record(f"gradient {key}", False, "term is missing or detached from the graph (no gradient)")
+            settled.add(key)
+            continue
+        if float(term.detach()) == 0.0 and not last:
+            continue  # empty region on this batch: try the next step
+        grads = torch.autograd.grad(term, student, retain_graph=True, allow_unused=True)
+        norm = math.sqrt(sum(float(g.pow(2).sum()) for g in grads if g is not None))
+        detail = f"|grad| = {norm:.3e} w.r.t. the student"
+        if float(term.detach()) == 0.0:
+            detail += f" (term stayed exactly 0 for {MAX_GRADIENT_TRIES} steps)"
+        record(f"gradient {key}", norm > 0, detail)
+        settled.add(key)
+    return settled
 
 
 def check_method(
@@ -116,8 +140,13 @@ def _check_dims(method_cls: type[Method], d: int, bb_name: str, estimator: str |
 
     step = 0
     for stage in stages:
-        for k in range(2):
-            # the second step of each stage sits at the end of its schedule, where ramped weights are non-zero
+        use_u = stage.unlabeled and method_cls.uses_unlabeled
+        pending: set[str] | None = None  # unsup terms whose gradient is still to be verified
+        k = 0
+        # step 0 starts the stage; later steps sit at the end of its schedule, where ramped weights are non-zero.
+        # A term that is exactly 0 on a step (e.g. an empty certain region early in training) is tested again on
+        # the next step, up to MAX_GRADIENT_TRIES steps.
+        while k < 2 or (pending and k < 1 + MAX_GRADIENT_TRIES):
             stage_step = 0 if k == 0 else 2 * max(1, stage.epochs) - 1
             info = StepInfo(
                 step=step,
@@ -129,37 +158,33 @@ def _check_dims(method_cls: type[Method], d: int, bb_name: str, estimator: str |
                 steps_per_epoch=2,
             )
             method.train()
-            use_u = stage.unlabeled and method_cls.uses_unlabeled
             try:
                 losses = method.training_step(batch_l, batch_u if use_u else None, info)
             except Exception as exc:  # noqa: BLE001
                 record(f"training_step[{stage.name}]", False, f"{type(exc).__name__}: {exc}")
                 return out
-            if not record(f"loss key[{stage.name}]", "loss" in losses, f"keys {sorted(losses)}"):
-                return out
             bad = [key for key, v in losses.items() if torch.is_tensor(v) and not torch.isfinite(v).all()]
-            if not record(f"finite[{stage.name}]", not bad, f"non-finite: {bad}" if bad else ""):
-                return out
-            unsup = [key for key in losses if key.startswith("unsup/")]
-            if use_u and k == 1:
-                record(
-                    f"unsup terms[{stage.name}]",
-                    bool(unsup),
-                    f"{unsup}" if unsup else "a semi-supervised stage returned no 'unsup/*' loss term",
-                )
-                for key in unsup:
-                    term = losses[key]
-                    if not (torch.is_tensor(term) and term.requires_grad):
-                        record(f"gradient {key}", False, "term is detached from the graph (no gradient)")
-                        continue
-                    grads = torch.autograd.grad(term, student, retain_graph=True, allow_unused=True)
-                    norm = math.sqrt(sum(float(g.pow(2).sum()) for g in grads if g is not None))
-                    record(f"gradient {key}", norm > 0, f"|grad| = {norm:.3e} w.r.t. the student")
+            if k == 0 or "loss" not in losses or bad:  # report once per stage unless something breaks
+                if not record(f"loss key[{stage.name}]", "loss" in losses, f"keys {sorted(losses)}"):
+                    return out
+                if not record(f"finite[{stage.name}]", not bad, f"non-finite: {bad}" if bad else ""):
+                    return out
+            if use_u and k >= 1:
+                if pending is None:
+                    unsup = [key for key in losses if key.startswith("unsup/")]
+                    record(
+                        f"unsup terms[{stage.name}]",
+                        bool(unsup),
+                        f"{unsup}" if unsup else "a semi-supervised stage returned no 'unsup/*' loss term",
+                    )
+                    pending = set(unsup)
+                pending -= _check_gradients(losses, pending, student, record, last=k >= MAX_GRADIENT_TRIES)
             optimizer.zero_grad(set_to_none=True)
             losses["loss"].backward()
             optimizer.step()
             method.after_optimizer_step(info)
             step += 1
+            k += 1
         method.on_epoch_end(step // 2, stage, EpochData(unlabelled_iter, n, torch.device("cpu"), y_u))
     record("hooks", True, "after_optimizer_step, on_epoch_end ran")
 

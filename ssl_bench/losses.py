@@ -39,3 +39,65 @@ def supervised_loss(logits: torch.Tensor, target: torch.Tensor, kind: str = "ce"
         dice = soft_dice_loss(logits, target)
         return {"sup/ce": ce, "sup/dice": dice, "sup/total": 0.5 * (ce + dice)}
     raise ValueError(f"unknown supervised loss {kind!r}: use 'ce' or 'ce+dice'")
+
+
+def weighted_cross_entropy(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
+    normalize: str = "pixels",
+) -> torch.Tensor:
+    """Cross-entropy with per-class costs ``weight [K]`` restricted to ``mask``.
+
+    Each pixel contributes ``w[target] * CE``; the sum over pixels where ``mask`` is set is divided by:
+
+    * ``"pixels"``: the number of pixels in the batch (masked or not) — a constant, so that the paper's sums
+      (CoraNet Eq. 1, 7) keep their relative weights whatever the size of the region;
+    * ``"mask"``: the number of pixels in the mask (a mean over the region; the released CoraNet unlabelled CE);
+    * ``"weights"``: the sum of ``w[target]`` over the mask (PyTorch's weighted mean; the released labelled CE).
+    """
+    target = target.long()
+    ce = F.cross_entropy(logits, target, reduction="none")  # [B, *S]
+    w = weight[target] if weight is not None else torch.ones_like(ce)
+    m = torch.ones_like(ce) if mask is None else mask.to(ce.dtype)
+    total = (w * ce * m).sum()
+    if normalize == "pixels":
+        return total / ce.numel()
+    if normalize == "mask":
+        return total / m.sum().clamp_min(1.0)
+    if normalize == "weights":
+        return total / (w * m).sum().clamp_min(1e-12)
+    raise ValueError(f"unknown normalisation {normalize!r}: use 'pixels', 'mask' or 'weights'")
+
+
+def masked_soft_dice_loss(
+    logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, eps: float = 1e-5
+) -> torch.Tensor:
+    """Soft Dice loss (all classes, background included) with intersection and sums restricted to ``mask``."""
+    k = logits.shape[1]
+    probs = logits.softmax(dim=1)
+    onehot = F.one_hot(target.long(), k).movedim(-1, 1).to(probs.dtype)
+    m = mask.to(probs.dtype).unsqueeze(1)
+    dims = (0, *range(2, logits.ndim))
+    inter = (probs * onehot * m).sum(dims)
+    denom = (probs * m).sum(dims) + (onehot * m).sum(dims)
+    return 1 - ((2 * inter + eps) / (denom + eps)).mean()
+
+
+def masked_squared_error(
+    p: torch.Tensor, q: torch.Tensor, mask: torch.Tensor | None = None, normalize: str = "pixels"
+) -> torch.Tensor:
+    """Sum over channels of ``(p - q)^2`` at pixels where ``mask`` is set, divided by the batch's pixel count
+    (``"pixels"``, CoraNet Eq. 8 up to a constant) or by the mask's pixel count (``"mask"``).
+
+    ``p``, ``q``: ``[B, K, *S]`` (typically softmax probabilities); ``mask``: ``[B, *S]``.
+    """
+    sq = (p - q).pow(2).sum(1)  # [B, *S]
+    m = torch.ones_like(sq) if mask is None else mask.to(sq.dtype)
+    total = (sq * m).sum()
+    if normalize == "pixels":
+        return total / sq.numel()
+    if normalize == "mask":
+        return total / m.sum().clamp_min(1.0)
+    raise ValueError(f"unknown normalisation {normalize!r}: use 'pixels' or 'mask'")

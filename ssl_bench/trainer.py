@@ -365,10 +365,11 @@ class Trainer:
 
     def _end_epoch(self, stage: Stage, bar: Any) -> None:
         info = self._step_info()
-        data = EpochData(
-            self._iterate_unlabelled, 0 if self.data.images_u is None else len(self.data.images_u), self.device
-        )
-        self.method.on_epoch_end(info.epoch, stage, data)
+        n_u = 0 if self.data.images_u is None else len(self.data.images_u)
+        data = EpochData(self._iterate_unlabelled, n_u, self.device, self.data.hidden_labels_u)
+        logged = self.method.on_epoch_end(info.epoch, stage, data)
+        if logged:
+            self._log({"type": "epoch", "step": self.step, "epoch": info.epoch + 1, "stage": stage.name, **logged})
         self.epoch_in_stage += 1
         self.iter_in_epoch = 0
         last_epoch = self.stage_index == len(self.stages) - 1 and self.epoch_in_stage == stage.epochs

@@ -1,0 +1,460 @@
+"""CoraNet: conservative-radical module (CRM) + separate self-training (C-SN, UC-SN), and its Table IV ablations.
+
+Paper: Y. Shi, J. Zhang, T. Ling, J. Lu, Y. Zheng, Q. Yu, L. Qi, Y. Gao, "Inconsistency-aware Uncertainty
+Estimation for Semi-supervised Medical Image Segmentation", IEEE TMI 41(3), 2022 (doi:10.1109/TMI.2021.3124413).
+Reference implementation: github.com/koncle/CoraNet (3D V-Net on pancreas only; see ``protocol``).
+
+The method, side by side with the paper (``protocol="paper"``, the default):
+
+* Network: shared encoder E and three branches on the U-Net's last feature — D (main), D_con, D_rad — each two
+  3x3 conv + BN + ReLU and a 1x1 conv (§IV-A). Only E + D are used at test time (§III-D2).
+* L_crm (Eq. 1) on labelled data: CE(D) + CE_con(D_con) + CE_rad(D_rad), with class costs
+  w_con = [alpha, 1] and w_rad = [1, alpha] for [background, foreground], alpha = 5.
+* Masks (Eq. 2-6): Y_con, Y_rad from the two heads; uncertain = Y_con XOR Y_rad, certain = 1 - uncertain.
+  Pseudo-labels Y_u are the main head's prediction (Eq. 2).
+* C-SN (Eq. 7): CE of the main head against Y_u on the certain pixels.
+* UC-SN (Eq. 8-9): squared difference between the student's and the EMA teacher's (beta = 0.99) softmax on the
+  uncertain pixels. L = L_crm + L_c-sn + L_cnt, weights 1:1 (§III-D3).
+* Schedule (Algorithm 1, §IV-A): pre-train on labelled data (30 epochs), then self-train with labelled and
+  unlabelled data (100 epochs); pseudo-labels and masks are recomputed over the whole unlabelled set every
+  5 epochs (at the end of pre-training and every ``refresh_every`` self-training epochs).
+
+Multi-class (§IV-F; the paper gives no detail, this design is ours): the con and rad heads hold one binary
+one-vs-rest sub-task per foreground class c (2 channels each, costs as in Eq. 1). A head's K-class map is the
+confidence-weighted vote of its sub-tasks: class c wins where its foreground probability p_c exceeds 0.5 and
+every other p_c', background where no p_c exceeds 0.5 (argmax over [0.5, p_1, ..., p_{K-1}]). The main head is a
+K-class softmax. Uncertain = Y_con != Y_rad. For K = 2 this is exactly the binary CoraNet (tested).
+
+Loss normalisation: the paper writes sums over pixels; every paper-protocol term here is that sum divided by the
+batch's pixel count (a constant), which keeps the paper's 1:1 balance between L_c-sn and L_cnt (§III-D3 argues
+from the sizes of the regions, so region-normalised means would change the method).
+
+``protocol="released-code"`` reproduces the released 3D code (REFERENCE §1.3-1.5):
+
+1. L_sup = (CE(h0) + Dice(h0) + CE_wcon(h1) + CE_wrad(h2)) / 4, CE as PyTorch weighted means;
+2. L_cert = (mCE(h0) + mDice(h0) + mCE(h1) + mCE(h2)) / 4 on certain voxels against the pseudo-label, with the
+   con/rad class weights *swapped* relative to the labelled loss (as released, possibly a bug) and CE summed with
+   weights then divided by the number of certain voxels;
+3. L_unc = mean over the three heads of the channel-summed squared softmax difference on uncertain voxels,
+   divided by their count, weighted by 0.1 * sigmoid_rampup(self-training epoch, 40);
+4. L = L_sup + 0.5 * (L_cert + L_unc); EMA teacher without warm-up; pseudo-labels from the student.
+   The released schedule (pre-train 60, self-train 200 epochs, batch 8, no augmentation) is set by presets.
+
+Ablations (Table IV) are configurations of this class: ``st_region`` (C-SN on "certain", "all" or "none"
+pixels) and ``mt_region`` (UC-SN on "uncertain", "certain", "all" or "none").
+
+Other deviations: masks are computed with the student in eval mode (BatchNorm running statistics; the released
+code, using InstanceNorm, does not need this); ``--estimator`` replaces the CRM by another estimator (Table VI),
+in which case the con/rad heads are not built and L_crm reduces to the main CE.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from ssl_bench.ema import EMATeacher
+from ssl_bench.losses import masked_soft_dice_loss, masked_squared_error, soft_dice_loss, weighted_cross_entropy
+from ssl_bench.method import Batch, EpochData, Method, MethodContext, Stage, StepInfo
+from ssl_bench.metrics import pseudo_label_quality
+from ssl_bench.nets.base import HeadSpec, SegNet
+from ssl_bench.ramps import sigmoid_rampup
+from ssl_bench.registry import ESTIMATORS, METHODS
+from ssl_bench.transforms import apply_augment
+from ssl_bench.uncertainty import UncertaintyEstimator, UncertaintyMap, build_estimator
+
+PROTOCOLS = ("paper", "released-code")
+ST_REGIONS = ("certain", "all", "none")
+MT_REGIONS = ("uncertain", "certain", "all", "none")
+
+
+# -- the CRM as an estimator --------------------------------------------------------------------------------------
+
+
+def subtask_logits(logits: torch.Tensor) -> torch.Tensor:
+    """``[B, 2(K-1), *S]`` head output -> ``[B, K-1, 2, *S]`` (one background/foreground pair per class)."""
+    b, c = logits.shape[:2]
+    return logits.reshape(b, c // 2, 2, *logits.shape[2:])
+
+
+def vote(logits: torch.Tensor) -> torch.Tensor:
+    """Confidence-weighted vote of one-vs-rest sub-tasks: ``[B, 2(K-1), *S]`` -> ``[B, *S]`` class map.
+
+    Class c >= 1 wins where its foreground probability is above 0.5 and above every other class's; background
+    where none exceeds 0.5. With one sub-task (K = 2) this is the binary arg-max.
+    """
+    p_fg = subtask_logits(logits).softmax(2)[:, :, 1]  # [B, K-1, *S]
+    background = torch.full_like(p_fg[:, :1], 0.5)
+    return torch.cat([background, p_fg], dim=1).argmax(1)
+
+
+@ESTIMATORS.register("cr-disagreement")
+class ConservativeRadicalDisagreement(UncertaintyEstimator):
+    """CoraNet's CRM: uncertain where the conservative and radical heads disagree (paper Eq. 5-6)."""
+
+    def required_heads(self) -> list[HeadSpec]:
+        n = 2 * (self.num_classes - 1)
+        return [HeadSpec("con", n, "conv"), HeadSpec("rad", n, "conv")]
+
+    @torch.no_grad()
+    def estimate(self, net: SegNet, x: torch.Tensor, step: StepInfo | None = None) -> UncertaintyMap:
+        out = net.forward_heads(x, ["con", "rad"])
+        uncertain = vote(out["con"]) != vote(out["rad"])  # Eq. 5 (XOR for K = 2)
+        return UncertaintyMap(prob=out["main"].softmax(1), certain=~uncertain, score=uncertain.float())
+
+
+# -- the method -----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class CoraNetConfig:
+    """Options of CoraNet (defaults: the paper's protocol)."""
+
+    #: "paper" (the TMI paper) or "released-code" (github.com/koncle/CoraNet HEAD; see module docstring)
+    protocol: str = "paper"
+    #: misclassification cost alpha of Eq. 1 (Table VIII: 1, 2, 5, 10)
+    alpha: float = 5.0
+    #: labelled-only pre-training epochs (Algorithm 1 line 2; §IV-A: 30)
+    pretrain_epochs: int = 30
+    #: epochs between refreshes of the stored pseudo-labels and masks (§IV-A: 5)
+    refresh_every: int = 5
+    #: "offline": stored for the whole unlabelled set, refreshed every `refresh_every` epochs (paper, code);
+    #: "online": recomputed for every batch from the current student
+    pseudo_labels: str = "offline"
+    #: EMA decay beta of Eq. 9
+    ema_decay: float = 0.99
+    #: C-SN region: "certain" (CoraNet), "all" (seg+st), "none"
+    st_region: str = "certain"
+    #: UC-SN region: "uncertain" (CoraNet), "certain" (seg+mt (mask)), "all" (seg+mt), "none"
+    mt_region: str = "uncertain"
+    #: weights of L_c-sn and L_cnt (§III-D3: 1:1)
+    st_weight: float = 1.0
+    mt_weight: float = 1.0
+    #: std of Gaussian noise added to the teacher's input (0: none, as in the released code)
+    teacher_noise: float = 0.0
+    #: uncertainty estimator producing the certain mask (Table VI); "cr-disagreement" is the CRM
+    estimator: str = "cr-disagreement"
+    #: options of the estimator (its Config fields)
+    estimator_options: dict[str, Any] = field(default_factory=dict)
+    #: model used by predict(): "student" (paper, code) or "teacher"
+    eval_model: str = "student"
+
+
+@METHODS.register("coranet")
+class CoraNet(Method):
+    """CoraNet (TMI 2021): conservative-radical uncertainty + separate self-training on certain/uncertain regions."""
+
+    Config = CoraNetConfig
+    config_prefix = "coranet"
+    presets = {
+        "smoke": {"params.pretrain_epochs": 1, "params.refresh_every": 1},
+        "cpu": {"params.pretrain_epochs": 3, "trainer.epochs": 7, "params.refresh_every": 2},
+        "paper": {"params.pretrain_epochs": 30, "trainer.epochs": 100, "params.refresh_every": 5},
+    }
+
+    def __init__(self, cfg: Any, ctx: MethodContext) -> None:
+        super().__init__(cfg, ctx)
+        c = self.cfg
+        for name, value, allowed in (
+            ("protocol", c.protocol, PROTOCOLS),
+            ("st_region", c.st_region, ST_REGIONS),
+            ("mt_region", c.mt_region, MT_REGIONS),
+            ("pseudo_labels", c.pseudo_labels, ("offline", "online")),
+            ("eval_model", c.eval_model, ("student", "teacher")),
+        ):
+            if value not in allowed:
+                raise ValueError(f"params.{name} must be one of {allowed}, got {value!r}")
+        if c.alpha <= 0 or c.refresh_every < 1 or c.pretrain_epochs < 0:
+            raise ValueError("need alpha > 0, refresh_every >= 1 and pretrain_epochs >= 0")
+        if c.pseudo_labels == "offline" and c.pretrain_epochs < 1 and self.uses_unlabeled:
+            raise ValueError(
+                "offline pseudo-labels are computed at the end of pre-training: set "
+                "params.pretrain_epochs >= 1 or params.pseudo_labels=online"
+            )
+        if self.cfg.eval_model == "teacher" and c.mt_region == "none":
+            raise ValueError("eval_model=teacher needs a teacher (mt_region != 'none')")
+        k = self.spec.num_classes
+        self.estimator: UncertaintyEstimator = build_estimator(c.estimator, c.estimator_options, k)
+        self.crm = isinstance(self.estimator, ConservativeRadicalDisagreement)
+        dropout = getattr(self.estimator, "required_dropout", lambda: 0.0)()
+        self.student = ctx.build_backbone(self.estimator.required_heads(), main_head="conv", dropout=dropout)
+        self.teacher = None
+        if c.mt_region != "none":
+            self.teacher = EMATeacher(self.student, c.ema_decay, warmup=c.protocol == "paper")
+        # Eq. 1: costs for [background, foreground] of every sub-task
+        self.register_buffer("w_con", torch.tensor([c.alpha, 1.0]), persistent=False)
+        self.register_buffer("w_rad", torch.tensor([1.0, c.alpha]), persistent=False)
+        self._pl: torch.Tensor | None = None  # [N_u, *S] uint8 stored pseudo-labels (offline mode)
+        self._certain: torch.Tensor | None = None  # [N_u, *S] bool stored certain masks
+        self._refreshed_at: int = -1
+
+    # -- schedule -------------------------------------------------------------------------------------------------
+
+    def stages(self) -> list[Stage]:
+        stages = [Stage("pretrain", self.cfg.pretrain_epochs, unlabeled=False)] if self.cfg.pretrain_epochs else []
+        return [*stages, Stage("self-train", self.ctx.epochs, unlabeled=self.uses_unlabeled)]
+
+    # -- losses ---------------------------------------------------------------------------------------------------
+
+    def _cost_sensitive(
+        self,
+        heads: dict[str, torch.Tensor],
+        target: torch.Tensor,
+        w_con: torch.Tensor,
+        w_rad: torch.Tensor,
+        mask: torch.Tensor | None,
+        normalize: str,
+    ) -> dict[str, torch.Tensor]:
+        """CE_con and CE_rad of Eq. 1 summed over the one-vs-rest sub-tasks (mean over sub-tasks)."""
+        out = {}
+        for name, w in (("con", w_con), ("rad", w_rad)):
+            sub = subtask_logits(heads[name])
+            terms = [
+                weighted_cross_entropy(sub[:, i], (target == i + 1).long(), w, mask, normalize)
+                for i in range(sub.shape[1])
+            ]
+            out[name] = torch.stack(terms).mean()
+        return out
+
+    def _labelled_losses(self, heads: dict[str, torch.Tensor], y: torch.Tensor) -> dict[str, torch.Tensor]:
+        """L_crm (Eq. 1; paper) or L_sup (released code) on a labelled batch."""
+        released = self.cfg.protocol == "released-code"
+        norm = "weights" if released else "pixels"
+        ce = weighted_cross_entropy(heads["main"], y, normalize=norm)
+        out = {"sup/ce": ce}
+        total = ce
+        if released:
+            out["sup/dice"] = soft_dice_loss(heads["main"], y)
+            total = total + out["sup/dice"]
+        if self.crm:
+            cs = self._cost_sensitive(heads, y, self.w_con, self.w_rad, None, norm)
+            out["sup/ce_con"], out["sup/ce_rad"] = cs["con"], cs["rad"]
+            total = total + cs["con"] + cs["rad"]
+        n_terms = (2 if released else 1) + (2 if self.crm else 0)
+        out["sup/total"] = total / n_terms if released else total
+        return out
+
+    def training_step(self, batch_l: Batch, batch_u: Batch | None, step: StepInfo) -> dict[str, torch.Tensor]:
+        assert batch_l.label is not None
+        heads_l = self.student.forward_heads(batch_l.image)
+        logs = self._labelled_losses(heads_l, batch_l.label)
+        loss = logs["sup/total"]
+        if batch_u is None or step.stage == "pretrain" or not self.uses_unlabeled:
+            return {"loss": loss, **logs}
+        pseudo, certain = self._pseudo_labels(batch_u, step)
+        heads_u = self.student.forward_heads(batch_u.image, ["con", "rad"] if self.crm else [])
+        st_mask = {"certain": certain, "all": torch.ones_like(certain), "none": None}[self.cfg.st_region]
+        mt_mask = {"uncertain": ~certain, "certain": certain, "all": torch.ones_like(certain), "none": None}[
+            self.cfg.mt_region
+        ]
+        logs["mask/certain_frac"] = certain.float().mean()
+        if self.cfg.protocol == "released-code":
+            return self._released_unlabelled(loss, logs, heads_u, batch_u, pseudo, st_mask, mt_mask, step)
+        if st_mask is not None:  # C-SN, Eq. 7
+            logs["unsup/c_sn"] = weighted_cross_entropy(heads_u["main"], pseudo, mask=st_mask, normalize="pixels")
+            loss = loss + self.cfg.st_weight * logs["unsup/c_sn"]
+        if mt_mask is not None:  # UC-SN, Eq. 8
+            teacher = self._teacher_probs(batch_u.image, ["main"])
+            logs["unsup/uc_sn"] = masked_squared_error(heads_u["main"].softmax(1), teacher["main"], mt_mask)
+            loss = loss + self.cfg.mt_weight * logs["unsup/uc_sn"]
+        return {"loss": loss, **logs}
+
+    def _released_unlabelled(
+        self,
+        loss: torch.Tensor,
+        logs: dict[str, torch.Tensor],
+        heads_u: dict[str, torch.Tensor],
+        batch_u: Batch,
+        pseudo: torch.Tensor,
+        st_mask: torch.Tensor | None,
+        mt_mask: torch.Tensor | None,
+        step: StepInfo,
+    ) -> dict[str, torch.Tensor]:
+        """REFERENCE §1.4: L = L_sup + 0.5 (L_cert + 0.1 ramp(epoch, 40) L_unc), swapped con/rad weights."""
+        extra = torch.zeros((), device=loss.device)
+        if st_mask is not None:
+            terms = [
+                weighted_cross_entropy(heads_u["main"], pseudo, mask=st_mask, normalize="mask"),
+                masked_soft_dice_loss(heads_u["main"], pseudo, st_mask),
+            ]
+            if self.crm:  # the released code trains con with w_rad and rad with w_con on unlabelled data
+                cs = self._cost_sensitive(heads_u, pseudo, self.w_rad, self.w_con, st_mask, "mask")
+                terms += [cs["con"], cs["rad"]]
+            logs["unsup/cert"] = torch.stack(terms).mean()
+            extra = extra + logs["unsup/cert"]
+        if mt_mask is not None:
+            names = ["main", "con", "rad"] if self.crm else ["main"]
+            teacher = self._teacher_probs(batch_u.image, names)
+            logs["unsup/unc"] = torch.stack(
+                [
+                    masked_squared_error(
+                        heads_u[n].softmax(1) if n == "main" else _pair_softmax(heads_u[n]),
+                        teacher[n],
+                        mt_mask,
+                        normalize="mask",
+                    )
+                    for n in names
+                ]
+            ).mean()
+            self_train_epoch = step.stage_step // max(1, step.steps_per_epoch)
+            logs["weight/unc"] = torch.tensor(0.1 * sigmoid_rampup(self_train_epoch, 40))
+            extra = extra + logs["weight/unc"] * logs["unsup/unc"]
+        return {"loss": loss + 0.5 * extra, **logs}
+
+    @torch.no_grad()
+    def _teacher_probs(self, x: torch.Tensor, names: list[str]) -> dict[str, torch.Tensor]:
+        assert self.teacher is not None
+        if self.cfg.teacher_noise > 0:
+            x = x + self.cfg.teacher_noise * torch.randn_like(x)
+        heads = self.teacher.module.forward_heads(x, [n for n in names if n != "main"])
+        return {n: heads[n].softmax(1) if n == "main" else _pair_softmax(heads[n]) for n in names}
+
+    # -- pseudo-labels and masks ------------------------------------------------------------------------------------
+
+    def _estimate(self, x: torch.Tensor, step: StepInfo | None) -> UncertaintyMap:
+        was_training = self.student.training
+        self.student.eval()
+        try:
+            return self.estimator.estimate(self.student, x, step)
+        finally:
+            self.student.train(was_training)
+
+    def _pseudo_labels(self, batch_u: Batch, step: StepInfo) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pseudo-label ``[B, *S]`` int64 and certain mask ``[B, *S]`` bool for an unlabelled batch."""
+        if self.cfg.pseudo_labels == "online" or self._pl is None:
+            umap = self._estimate(batch_u.image, step)
+            return umap.pseudo_label, umap.certain
+        idx = batch_u.index.cpu()
+        pl, cert = self._pl[idx], self._certain[idx]
+        if batch_u.aug is not None:  # stored maps are in the un-augmented frame
+            pl, cert = apply_augment(pl, batch_u.aug), apply_augment(cert, batch_u.aug)
+        return pl.to(batch_u.image.device).long(), cert.to(batch_u.image.device)
+
+    def refresh(self, data: EpochData) -> dict[str, float]:
+        """Recompute pseudo-labels and masks for every unlabelled image (Algorithm 1 line 13)."""
+        pls, certs = [], []
+        for batch in data.iterate_unlabeled(16):
+            umap = self._estimate(batch.image, None)
+            pls.append(umap.pseudo_label.to(torch.uint8).cpu())
+            certs.append(umap.certain.cpu())
+        if not pls:
+            return {}
+        self._pl, self._certain = torch.cat(pls), torch.cat(certs)
+        logs = {"pl/certain_frac": float(self._certain.float().mean())}
+        if data.hidden_labels_u is not None:  # analysis only (Fig. 3/4): never used for training
+            gt = data.hidden_labels_u.cpu().numpy()
+            pl, cert = self._pl.numpy(), self._certain.numpy()
+            for k in range(1, self.spec.num_classes):
+                for region, mask in (("certain", cert), ("all", None)):
+                    q = pseudo_label_quality(pl, gt, mask, cls=k)
+                    for key in ("ppv", "tpr", "csi"):
+                        logs[f"pl/{region}/{key}_{k}"] = q[key]
+        return logs
+
+    def on_epoch_end(self, epoch: int, stage: Stage, data: EpochData) -> dict[str, float] | None:
+        if self.cfg.pseudo_labels != "offline" or not self.uses_unlabeled or data.num_unlabeled == 0:
+            return None
+        if stage.name == "pretrain":
+            due = epoch + 1 == self.cfg.pretrain_epochs  # masks for the first self-training epochs (line 4)
+        else:
+            due = (epoch + 1 - self.cfg.pretrain_epochs) % self.cfg.refresh_every == 0
+        if not due:
+            return None
+        self._refreshed_at = epoch + 1
+        return self.refresh(data)
+
+    def after_optimizer_step(self, step: StepInfo) -> None:
+        if self.teacher is not None:  # Eq. 9
+            self.teacher.update(self.student, step.step)
+
+    # -- inference and state --------------------------------------------------------------------------------------
+
+    def inference_module(self) -> nn.Module:
+        return self.teacher.module if (self.cfg.eval_model == "teacher" and self.teacher) else self.student
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inference_module()(x)
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"pseudo_labels": self._pl, "certain": self._certain, "refreshed_at": self._refreshed_at}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self._pl, self._certain = state.get("pseudo_labels"), state.get("certain")
+        self._refreshed_at = state.get("refreshed_at", -1)
+
+
+def _pair_softmax(logits: torch.Tensor) -> torch.Tensor:
+    """Softmax within each sub-task's (background, foreground) pair, flattened back to ``[B, 2(K-1), *S]``."""
+    return subtask_logits(logits).softmax(2).flatten(1, 2)
+
+
+# -- Table IV ablations: the same module with other regions ------------------------------------------------------
+
+
+@dataclass
+class SegConfig(CoraNetConfig):
+    st_region: str = "none"
+    mt_region: str = "none"
+
+
+@dataclass
+class SegSTConfig(CoraNetConfig):
+    st_region: str = "all"
+    mt_region: str = "none"
+
+
+@dataclass
+class SegSTMaskConfig(CoraNetConfig):
+    st_region: str = "certain"
+    mt_region: str = "none"
+
+
+@dataclass
+class SegMTConfig(CoraNetConfig):
+    st_region: str = "none"
+    mt_region: str = "all"
+
+
+@dataclass
+class SegMTMaskConfig(CoraNetConfig):
+    st_region: str = "none"
+    mt_region: str = "certain"
+
+
+@METHODS.register("coranet-seg")
+class CoraNetSeg(CoraNet):
+    """CoraNet ablation 'seg' (Table IV): L_crm only, no unlabelled data."""
+
+    Config = SegConfig
+    uses_unlabeled = False
+
+
+@METHODS.register("coranet-seg-st")
+class CoraNetSegST(CoraNet):
+    """CoraNet ablation 'seg+st' (Table IV): self-training on all unlabelled pixels (no mask)."""
+
+    Config = SegSTConfig
+
+
+@METHODS.register("coranet-seg-st-mask")
+class CoraNetSegSTMask(CoraNet):
+    """CoraNet ablation 'seg+st (mask)' (Table IV): self-training on certain pixels only."""
+
+    Config = SegSTMaskConfig
+
+
+@METHODS.register("coranet-seg-mt")
+class CoraNetSegMT(CoraNet):
+    """CoraNet ablation 'seg+mt' (Table IV): mean teacher on all unlabelled pixels (no mask)."""
+
+    Config = SegMTConfig
+
+
+@METHODS.register("coranet-seg-mt-mask")
+class CoraNetSegMTMask(CoraNet):
+    """CoraNet ablation 'seg+mt (mask)' (Table IV): mean teacher on certain pixels only."""
+
+    Config = SegMTMaskConfig
