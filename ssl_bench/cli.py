@@ -111,6 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=None, metavar="FILE.yaml", help="YAML file of config overrides")
     p.add_argument("--data-root", default=None, help="dataset folder (else the dataset's environment variable)")
     p.add_argument("--out", default=None, help="results root (default ./results/runs or $SSL_BENCH_RESULTS)")
+    p.add_argument(
+        "--metrics-backend",
+        choices=["ssl-bench", "medpy"],
+        default=None,
+        help="metric implementation for the test evaluation (= --set eval.metrics_backend=...; default ssl-bench)",
+    )
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
 
     p = sub.add_parser(
@@ -131,6 +137,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("run_dir", type=Path)
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
+    p.add_argument(
+        "--metrics-backend",
+        choices=["ssl-bench", "medpy"],
+        default=None,
+        help="override the run's eval.metrics_backend for this evaluation",
+    )
 
     p = sub.add_parser(
         "check",
@@ -191,6 +203,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     labeled = args.labeled
     if labeled is not None and labeled > 1 and labeled == int(labeled):
         labeled = int(labeled)
+    overrides = parse_set(args.sets)
+    if args.metrics_backend:
+        overrides = {"eval.metrics_backend": args.metrics_backend, **overrides}
     cfg = resolve_config(
         args.method,
         args.dataset,
@@ -201,7 +216,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         estimator=args.estimator,
         data_root=args.data_root,
         config_file=args.config,
-        overrides=parse_set(args.sets),
+        overrides=overrides,
     )
     if args.dry_run:
         print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
@@ -226,7 +241,13 @@ def cmd_resume(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from ssl_bench.runner import eval_run
 
-    eval_run(args.run_dir, args.split, device=args.device, progress=False if args.no_progress else None)
+    eval_run(
+        args.run_dir,
+        args.split,
+        metrics_backend=args.metrics_backend,
+        device=args.device,
+        progress=False if args.no_progress else None,
+    )
     return 0
 
 

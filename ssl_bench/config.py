@@ -108,6 +108,11 @@ class EvalConfig:
     batch_size: int = 16
     #: validate on at most this many val volumes during training (None: all)
     val_cases: int | None = None
+    #: 3D sliding-window inference: patch and stride per axis (Z, Y, X), blending "gaussian" or "mean"
+    #: (paper preset: stride (4, 16, 16), i.e. CoraNet's 16 in-plane and 4 along z; ~20x slower than the default)
+    patch_size: tuple[int, int, int] = (96, 96, 96)
+    stride: tuple[int, int, int] = (48, 48, 48)
+    blend: str = "gaussian"
 
 
 @dataclass
@@ -160,6 +165,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "trainer.iters_per_epoch": None,
         "trainer.batch_size": 4,
         "trainer.unlabeled_batch_size": 4,
+        "eval.stride": (4, 16, 16),
     },
 }
 

@@ -2,6 +2,7 @@
 
 2D methods on volumes (the SSL4MIS/ACDC convention): every slice is resized to the training size, predicted,
 its logits resized back (bilinear) and the arg-max taken; slices are re-stacked and the *volume* is scored.
+3D methods use sliding-window inference (:mod:`ssl_bench.inference`).
 ``eval.per_slice=true`` scores every slice as its own case instead (named ``<case>:z<k>``).
 
 Distances are reported in mm when the dataset has a spacing (``hd``, ``hd95``, ``asd``, ``assd``) and always
@@ -97,20 +98,40 @@ def score_case(
     return rows
 
 
-def evaluate_cases(
+def volume_predictor(
     predict: Callable[[torch.Tensor], torch.Tensor],
+    dims: int,
+    eval_cfg: Any,
+    image_size: tuple[int, int],
+    device: torch.device | str = "cpu",
+) -> Callable[[np.ndarray], np.ndarray]:
+    """``(Z, Y, X)`` volume -> label map: slice-wise for 2D methods, sliding window for 3D methods."""
+    if dims == 2:
+        return lambda image: predict_volume_2d(predict, image, image_size, eval_cfg.batch_size, device)
+    from ssl_bench.inference import predict_volume_3d
+
+    return lambda image: predict_volume_3d(
+        predict,
+        image,
+        eval_cfg.patch_size,
+        eval_cfg.stride,
+        blend=eval_cfg.blend,
+        batch_size=eval_cfg.batch_size,
+        device=device,
+    )
+
+
+def evaluate_cases(
+    predict_volume: Callable[[np.ndarray], np.ndarray],
     adapter: DatasetAdapter,
     case_ids: Sequence[str],
-    image_size: tuple[int, int],
     *,
     per_slice: bool = False,
     backend: str = "ssl-bench",
     metrics: Iterable[str] | None = None,
-    batch_size: int = 16,
-    device: torch.device | str = "cpu",
     progress: Callable[[Iterable[Any]], Iterable[Any]] | None = None,
 ) -> list[dict[str, Any]]:
-    """Predict and score ``case_ids``; returns per-case-per-class rows (see :func:`score_case`)."""
+    """Predict (with :func:`volume_predictor`) and score ``case_ids``; per-case-per-class rows (:func:`score_case`)."""
     classes = adapter.spec.foreground_classes
     rows: list[dict[str, Any]] = []
     iterator: Iterable[str] = progress(case_ids) if progress else case_ids
@@ -120,7 +141,7 @@ def evaluate_cases(
             raise DataError(f"case {cid} has no label and cannot be evaluated")
         if case.image.shape != case.label.shape:
             raise DataError(f"case {cid}: image shape {case.image.shape} != label shape {case.label.shape}")
-        pred = predict_volume_2d(predict, case.image, image_size, batch_size, device)
+        pred = predict_volume(case.image)
         if per_slice:
             spacing2d = None if case.spacing is None else tuple(case.spacing[1:])
             for z in range(pred.shape[0]):

@@ -131,7 +131,7 @@ def _pairs(pred: Path, ref: Path) -> list[tuple[str, Path, Path]]:
 def score_paths(
     pred: str | Path,
     ref: str | Path,
-    classes: Iterable[int],
+    classes: Iterable[int] | None,
     spacing: Sequence[float] | None = None,
     backend: str = "ssl-bench",
     *,
@@ -150,7 +150,7 @@ def score_paths(
     Args:
         pred: prediction file or folder.
         ref: reference file or folder.
-        classes: labels to score.
+        classes: labels to score; None scores every label > 0 present in each reference.
         spacing: voxel size per array axis (in the files' axis order) or None.
         backend: ``"ssl-bench"`` or ``"medpy"``, see :func:`ssl_bench.metrics.segmentation_metrics`.
         metrics: optional subset of the metric names.
@@ -163,7 +163,7 @@ def score_paths(
         MetricInputError: missing/unreadable files, unmatched folders and every input error of the metrics (the
             message names the case).
     """
-    classes = tuple(classes)
+    fixed = None if classes is None else tuple(classes)
     rows: list[dict[str, Any]] = []
     for name, pred_file, ref_file in _pairs(Path(pred), Path(ref)):
         p, p_sp = load_label_map(pred_file)
@@ -184,7 +184,11 @@ def score_paths(
                 )
         else:
             sp, unit = None, "voxel"
-        result = segmentation_metrics(p, r, classes, sp, metrics=metrics, backend=backend, case=name)
+        labels = fixed if fixed is not None else tuple(int(v) for v in np.unique(r) if v > 0)
+        allowed = None if fixed is not None else tuple(int(v) for v in np.union1d(np.unique(p), np.unique(r)))
+        result = segmentation_metrics(
+            p, r, labels, sp, metrics=metrics, backend=backend, case=name, allowed_labels=allowed
+        )
         for k, values in result.items():
             rows.append({"case": name, "class": k, "spacing_unit": unit, **values})
     return rows

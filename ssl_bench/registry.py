@@ -45,6 +45,8 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "ssl_bench.nets.unet",
     "ssl_bench.nets.smp_backbones",
     "ssl_bench.methods.supervised",
+    "ssl_bench.methods.estimators",
+    "ssl_bench.methods.mean_teacher",
     "ssl_bench.methods.coranet",
     "ssl_bench.datasets.phantom",
     "ssl_bench.datasets.acdc",

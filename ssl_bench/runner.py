@@ -43,7 +43,7 @@ from ssl_bench.config import (
 )
 from ssl_bench.data import DatasetAdapter
 from ssl_bench.errors import ConfigError, DataError, RunDirError, SSLBenchError, TrainingError
-from ssl_bench.evaluate import evaluate_cases, format_summary_table, summarize, write_eval
+from ssl_bench.evaluate import evaluate_cases, format_summary_table, summarize, volume_predictor, write_eval
 from ssl_bench.io import atomic_write_json, read_json
 from ssl_bench.method import Method, MethodContext
 from ssl_bench.registry import BACKBONES, DATASETS, METHODS, load_plugin_file, loaded_plugins, normalize_name
@@ -146,6 +146,8 @@ def validate_config(cfg: RunConfig) -> None:
         (cfg.dataset.selection in ("first", "random"), "dataset.selection must be 'first' or 'random'"),
         (cfg.trainer.select in ("best-val", "last"), "trainer.select must be 'best-val' or 'last'"),
         (cfg.eval.metrics_backend in ("ssl-bench", "medpy"), "eval.metrics_backend must be 'ssl-bench' or 'medpy'"),
+        (cfg.eval.blend in ("gaussian", "mean"), "eval.blend must be 'gaussian' or 'mean'"),
+        (min(cfg.eval.stride) >= 1 and min(cfg.eval.patch_size) >= 1, "eval.stride and eval.patch_size must be >= 1"),
         (cfg.optim.schedule in ("constant", "poly"), "optim.schedule must be 'constant' or 'poly'"),
         (cfg.optim.name in ("adam", "adamw", "sgd"), "optim.name must be adam, adamw or sgd"),
         (cfg.optim.lr > 0, "optim.lr must be > 0"),
@@ -443,8 +445,9 @@ def evaluate_split(
     device: torch.device,
     checkpoint: str = "",
     progress: bool | None = None,
+    folder: str | None = None,
 ) -> tuple[dict[str, Any], str]:
-    """Score ``split`` with the full metric suite; writes ``eval/<split>/{per_case.csv, summary.json}``."""
+    """Score ``split`` with the full metric suite; writes ``eval/<folder or split>/{per_case.csv, summary.json}``."""
     from tqdm.auto import tqdm
 
     cases = adapter.splits().get(split)
@@ -457,16 +460,9 @@ def evaluate_split(
     bar = functools.partial(
         tqdm, desc=f"eval {split}", unit="case", disable=not progress if progress is not None else None
     )
+    predictor = volume_predictor(method.predict, adapter.spec.dims, cfg.eval, tuple(cfg.dataset.image_size), device)
     rows = evaluate_cases(
-        method.predict,
-        adapter,
-        cases,
-        tuple(cfg.dataset.image_size),
-        per_slice=cfg.eval.per_slice,
-        backend=cfg.eval.metrics_backend,
-        batch_size=cfg.eval.batch_size,
-        device=device,
-        progress=bar,
+        predictor, adapter, cases, per_slice=cfg.eval.per_slice, backend=cfg.eval.metrics_backend, progress=bar
     )
     summary = summarize(
         rows,
@@ -486,16 +482,29 @@ def evaluate_split(
             "config": to_dict(cfg),
         },
     )
-    write_eval(run_dir / "eval" / split, rows, summary)
+    write_eval(run_dir / "eval" / (folder or split), rows, summary)
     return summary, format_summary_table(summary)
 
 
 def eval_run(
-    run_dir: Path, split: str = "test", *, device: str = "auto", progress: bool | None = None, echo: Printer = print
+    run_dir: Path,
+    split: str = "test",
+    *,
+    metrics_backend: str | None = None,
+    device: str = "auto",
+    progress: bool | None = None,
+    echo: Printer = print,
 ) -> RunResult:
-    """Re-evaluate a run's selected model (best-val or last, per its config) on ``split``."""
+    """Re-evaluate a run's selected model (best-val or last, per its config) on ``split``.
+
+    With a ``metrics_backend`` other than the run's, results go to ``eval/<split>-<backend>/`` so the run's own
+    numbers are kept.
+    """
     run_dir = Path(run_dir)
     cfg, _ = load_run(run_dir)
+    folder = split
+    if metrics_backend and metrics_backend != cfg.eval.metrics_backend:
+        cfg.eval.metrics_backend, folder = metrics_backend, f"{split}-{metrics_backend}"
     dev = pick_device(device)
     adapter = build_adapter(cfg)
     method = build_method(cfg, adapter).to(dev)
@@ -506,9 +515,11 @@ def eval_run(
     state = torch.load(path, map_location=dev, weights_only=False)
     method.load_state_dict(state["model"])
     label = f"{path.stem} (step {state.get('step', state.get('position', {}).get('step'))})"
-    summary, table = evaluate_split(cfg, method, adapter, run_dir, split, dev, checkpoint=label, progress=progress)
+    summary, table = evaluate_split(
+        cfg, method, adapter, run_dir, split, dev, checkpoint=label, progress=progress, folder=folder
+    )
     echo(f"{split} split ({summary['n_cases']} cases, model: {label}), Dice % per class:\n{table}")
-    echo(f"results: {run_dir / 'eval' / split}")
+    echo(f"results: {run_dir / 'eval' / folder}")
     return RunResult(run_dir, summary, table)
 
 

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from ssl_bench.config import RunConfig, to_dict
 from ssl_bench.data import DatasetAdapter, SliceSet
 from ssl_bench.errors import DataError, RunDirError, TrainingError
-from ssl_bench.evaluate import evaluate_cases, mean_foreground_dice
+from ssl_bench.evaluate import evaluate_cases, mean_foreground_dice, volume_predictor
 from ssl_bench.io import atomic_torch_save, atomic_write_text
 from ssl_bench.method import Batch, EpochData, Method, Stage, StepInfo
 from ssl_bench.streams import Stream, derive_seed
@@ -299,16 +299,10 @@ class Trainer:
         if not val_cases:
             return math.nan
         self.method.eval()
-        rows = evaluate_cases(
-            self.method.predict,
-            self.adapter,
-            val_cases,
-            tuple(self.cfg.dataset.image_size),
-            backend="ssl-bench",
-            metrics=("dice",),
-            batch_size=self.cfg.eval.batch_size,
-            device=self.device,
+        predictor = volume_predictor(
+            self.method.predict, self.adapter.spec.dims, self.cfg.eval, tuple(self.cfg.dataset.image_size), self.device
         )
+        rows = evaluate_cases(predictor, self.adapter, val_cases, backend="ssl-bench", metrics=("dice",))
         return mean_foreground_dice(rows)
 
     def _on_signal(self, signum: int, frame: Any) -> None:

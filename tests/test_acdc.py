@@ -33,9 +33,12 @@ def test_real_acdc_splits_and_cases():
 
 def _fake_root(tmp_path, label_value=1):
     (tmp_path / "data" / "slices").mkdir(parents=True)
-    for name, ids in (("train.list", ["patient001_frame01"]), ("val.list", ["patient002_frame01"]),
-                      ("test.list", ["patient003_frame01"]),
-                      ("train_slices.list", ["patient001_frame01_slice_0"])):
+    for name, ids in (
+        ("train.list", ["patient001_frame01"]),
+        ("val.list", ["patient002_frame01"]),
+        ("test.list", ["patient003_frame01"]),
+        ("train_slices.list", ["patient001_frame01_slice_0"]),
+    ):
         (tmp_path / name).write_text("\n".join(ids) + "\n")
     with h5py.File(tmp_path / "data" / "slices" / "patient001_frame01_slice_0.h5", "w") as fh:
         fh["image"] = np.zeros((8, 8), np.float32)

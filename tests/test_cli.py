@@ -117,3 +117,20 @@ def test_duplicate_plugin_name_is_a_one_line_error(tmp_path):
     plugin.write_text(TOY.replace("toy-cli-method", "unet"))
     proc = run_cli_subprocess("list", "methods", "--plugin", plugin)
     assert proc.returncode == 2 and "duplicate method name 'unet'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_metrics_command_scores_files(tmp_path, capsys):
+    import numpy as np
+
+    ref = np.zeros((4, 16, 16), np.uint8)
+    ref[1:3, 4:10, 4:10] = 1
+    pred = np.roll(ref, 1, axis=2)
+    np.save(tmp_path / "ref.npy", ref)
+    np.save(tmp_path / "pred.npy", pred)
+    assert main(["metrics", str(tmp_path / "pred.npy"), str(tmp_path / "ref.npy"), "--classes", "1",
+                 "--spacing", "2", "1", "1", "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["dice"] == pytest.approx(2 * 60 / 144)  # 6x6x2 boxes shifted by one column: overlap 5x6x2
+    assert row["hd"] == pytest.approx(1.0)
+    proc = run_cli_subprocess("metrics", tmp_path / "pred.npy", tmp_path / "missing.npy")
+    assert proc.returncode == 2 and "missing.npy" in proc.stderr and "Traceback" not in proc.stderr

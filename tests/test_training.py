@@ -175,3 +175,16 @@ def test_killed_run_resumes_to_identical_result(tmp_path):
         if json.loads(line)["type"] == "train"
     ]
     assert steps == sorted(set(steps)) and steps[-1] == 24
+
+
+def test_eval_with_medpy_backend_matches_and_keeps_the_runs_numbers(tmp_path):
+    cfg = resolve_config("unet", "cardiac-phantom", preset="smoke", seed=2)
+    run = start_run(cfg, out=tmp_path, progress=False, echo=lambda s: None).run_dir
+    ours = json.loads((run / "eval/test/summary.json").read_text())
+    medpy = eval_run(run, "test", metrics_backend="medpy", progress=False, echo=lambda s: None).summary
+    assert (run / "eval/test-medpy/summary.json").is_file()
+    assert json.loads((run / "eval/test/summary.json").read_text()) == ours  # untouched
+    for k, cls in ours["classes"].items():
+        for m in ("dice", "hd95", "asd", "assd", "hd95_vox"):
+            a, b = cls[m]["mean"], medpy["classes"][k][m]["mean"]
+            assert (a != a and b != b) or a == pytest.approx(b, abs=1e-6), (k, m)

@@ -1,0 +1,269 @@
+"""Consistency-regularisation pieces shared by the SSL baselines (written once, used by every method file).
+
+* losses: :func:`softmax_mse` (Laine & Aila; Mean Teacher; UA-MT), :func:`masked_mean`, :func:`kl_from_logits`
+  (VAT), :func:`predictive_entropy`;
+* schedule: :func:`ramped_weight` (the unsupervised weight w(t) as a function of the stage's progress);
+* stochastic passes: :func:`add_noise` (UA-MT's clamped Gaussian input noise), :func:`random_dihedral` (random
+  rot90/flip with an exact inverse, via :func:`ssl_bench.transforms.apply_augment`), :func:`stochastic_mode`
+  (dropout on/off and BatchNorm mode for a pass, never touching BN running statistics), :func:`mean_probs`
+  (mean softmax of T stochastic passes);
+* :class:`ConsistencyConfig` / :class:`ConsistencyMethod`: the base of the consistency-type methods (supervised
+  loss, ramped weight, joint labelled+unlabelled forward, the ``loss = sup + w * unsup`` bookkeeping).
+
+Shapes: logits/probabilities ``[B, K, *S]``, masks ``[B, *S]``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.modules.dropout import _DropoutNd
+
+from ssl_bench.losses import supervised_loss
+from ssl_bench.method import Batch, Method, MethodContext, StepInfo
+from ssl_bench.nets.base import HeadSpec
+from ssl_bench.ramps import RAMPS, ramp
+from ssl_bench.transforms import apply_augment
+
+BN_MODES = ("keep", "batch", "running")
+
+# -- losses -------------------------------------------------------------------------------------------------------
+
+
+def masked_mean(values: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean of ``values [B, *S]`` over the pixels where ``mask`` is set (all pixels if None; 0 if the mask is empty)."""
+    if mask is None:
+        return values.mean()
+    m = mask.to(values.dtype)
+    return (values * m).sum() / m.sum().clamp_min(1.0)
+
+
+def softmax_mse(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean over classes of ``(softmax(logits) - target)^2``, averaged over the (masked) pixels.
+
+    ``target`` is a probability map (detach it for a teacher target; keep its graph for the symmetric Pi-model).
+    With a mask this is UA-MT's ``sum(mask * dist) / (2 |mask|)`` for K = 2 (its channel sum divided by 2).
+    """
+    return masked_mean((logits.softmax(1) - target).pow(2).mean(1), mask)
+
+
+def kl_from_logits(target_logits: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """``KL(softmax(target_logits) || softmax(logits))`` summed over classes, averaged over pixels (VAT's LDS)."""
+    log_p = F.log_softmax(target_logits, dim=1)
+    log_q = F.log_softmax(logits, dim=1)
+    return (log_p.exp() * (log_p - log_q)).sum(1).mean()
+
+
+def predictive_entropy(prob: torch.Tensor) -> torch.Tensor:
+    """``-sum_k p_k ln p_k`` in nats, ``[B, K, *S]`` -> ``[B, *S]`` (0 ln 0 = 0)."""
+    return -(prob * prob.clamp_min(1e-12).log()).sum(1)
+
+
+# -- schedule ------------------------------------------------------------------------------------------------------
+
+
+def ramped_weight(weight: float, step: StepInfo, rampup: float, kind: str = "sigmoid", delay: float = 0.0) -> float:
+    """``weight * ramp(t)`` with ``t`` the stage progress: 0 during the first ``delay`` fraction of the stage, then
+    ramped over the next ``rampup`` fraction (``kind``: sigmoid = exp(-5 (1 - t)^2), linear, none)."""
+    start = delay * step.stage_steps
+    if step.stage_step < start:
+        return 0.0
+    return float(weight * ramp(kind, step.stage_step - start, rampup * step.stage_steps))
+
+
+# -- stochastic passes ---------------------------------------------------------------------------------------------
+
+
+def add_noise(x: torch.Tensor, std: float, clip: float | None = None) -> torch.Tensor:
+    """``x + clamp(N(0, std^2), -clip, clip)`` (UA-MT: std 0.1, clip 0.2); ``x`` itself when ``std`` is 0."""
+    if std <= 0:
+        return x
+    noise = torch.randn_like(x) * std
+    if clip is not None:
+        noise = noise.clamp(-clip, clip)
+    return x + noise
+
+
+def random_dihedral(x: torch.Tensor) -> torch.Tensor:
+    """Random per-sample ``aug [B, 2]`` = (rot90 count, horizontal flip) for :func:`apply_augment` on ``x``'s last
+    two axes (only 0/180 degrees when they differ in size). Uses the global torch RNG."""
+    n = x.shape[0]
+    k = torch.randint(0, 4, (n,))
+    if x.shape[-1] != x.shape[-2]:
+        k = 2 * (k % 2)
+    return torch.stack([k, torch.randint(0, 2, (n,))], dim=1)
+
+
+def has_dropout(net: nn.Module) -> bool:
+    """Whether ``net`` has a dropout layer with p > 0."""
+    return any(isinstance(m, _DropoutNd) and m.p > 0 for m in net.modules())
+
+
+@contextlib.contextmanager
+def stochastic_mode(net: nn.Module, *, dropout: bool | None, bn: str = "keep") -> Iterator[nn.Module]:
+    """Run passes of ``net`` with dropout switched on/off (None: as it is) and BatchNorm in mode ``bn``.
+
+    ``bn``: ``"batch"`` normalises with the batch's statistics, ``"running"`` with the running statistics,
+    ``"keep"`` does what the layer's current mode does (train: batch, eval: running). BatchNorm running
+    statistics are never updated inside the context; every module's mode is restored on exit.
+    """
+    if bn not in BN_MODES:
+        raise ValueError(f"bn must be one of {BN_MODES}, got {bn!r}")
+    modes = [(m, m.training) for m in net.modules()]
+    tracks = [(m, m.track_running_stats) for m in net.modules() if isinstance(m, _BatchNorm)]
+    try:
+        for m, _ in tracks:
+            batch_stats = bn == "batch" or (bn == "keep" and m.training)
+            m.train(batch_stats)
+            if batch_stats:
+                m.track_running_stats = False  # batch statistics, running buffers left untouched
+        if dropout is not None:
+            for m in net.modules():
+                if isinstance(m, _DropoutNd):
+                    m.train(dropout)
+        yield net
+    finally:
+        for m, training in modes:
+            m.training = training
+        for m, track in tracks:
+            m.track_running_stats = track
+
+
+def mean_probs(
+    net: nn.Module,
+    x: torch.Tensor,
+    passes: int,
+    *,
+    noise_std: float = 0.0,
+    noise_clip: float | None = None,
+    dropout: bool | None = True,
+    bn: str = "keep",
+    per_forward: int = 4,
+) -> torch.Tensor:
+    """Mean softmax ``[B, K, *S]`` of ``passes`` stochastic passes of ``net`` (fresh input noise and dropout masks
+    each), run ``per_forward`` passes at a time as one batch (UA-MT runs 2). No gradients; see
+    :func:`stochastic_mode` for ``dropout`` and ``bn``."""
+    if passes < 1:
+        raise ValueError(f"need at least one pass, got {passes}")
+    total: torch.Tensor | None = None
+    with torch.no_grad(), stochastic_mode(net, dropout=dropout, bn=bn):
+        done = 0
+        while done < passes:
+            g = min(max(1, per_forward), passes - done)
+            xr = x.repeat(g, *([1] * (x.ndim - 1)))
+            probs = net(add_noise(xr, noise_std, noise_clip)).float().softmax(1)
+            s = probs.reshape(g, x.shape[0], *probs.shape[1:]).sum(0)
+            total = s if total is None else total + s
+            done += g
+    assert total is not None
+    return total / passes
+
+
+# -- base of the consistency methods -------------------------------------------------------------------------------
+
+
+@dataclass
+class ConsistencyConfig:
+    """Options shared by the consistency-type SSL baselines (each method adds its own)."""
+
+    #: supervised loss: "ce" (the CoraNet paper's L_ce) or "ce+dice" (0.5 CE + 0.5 Dice, SSL4MIS)
+    loss: str = "ce"
+    #: maximum weight w_max of the unsupervised term (loss = sup + w(t) * unsup)
+    weight: float = 0.1
+    #: fraction of the stage over which w(t) ramps up to `weight` (preset-independent ramp length)
+    rampup: float = 0.4
+    #: ramp shape: "sigmoid" (exp(-5 (1 - t)^2), Laine & Aila), "linear", "none"
+    ramp: str = "sigmoid"
+    #: fraction of the stage before the ramp starts (w = 0 before)
+    delay: float = 0.0
+    #: dropout of the U-Net bottleneck and last feature (None: model.dropout)
+    dropout: float | None = None
+
+
+class ConsistencyMethod(Method):
+    """Shared machinery: a student backbone, the supervised loss, the ramped unsupervised weight."""
+
+    Config = ConsistencyConfig
+
+    def __init__(
+        self, cfg: Any, ctx: MethodContext, extra_heads: Iterable[HeadSpec] = (), min_dropout: float = 0.0
+    ) -> None:
+        super().__init__(cfg, ctx)
+        c = self.cfg
+        if c.loss not in ("ce", "ce+dice"):
+            raise ValueError(f"params.loss must be 'ce' or 'ce+dice', got {c.loss!r}")
+        if c.ramp not in RAMPS:
+            raise ValueError(f"params.ramp must be one of {sorted(RAMPS)}, got {c.ramp!r}")
+        if c.weight < 0 or c.rampup < 0 or not 0 <= c.delay < 1:
+            raise ValueError("need params.weight >= 0, params.rampup >= 0 and 0 <= params.delay < 1")
+        if c.dropout is not None and not 0 <= c.dropout < 1:
+            raise ValueError(f"params.dropout must be in [0, 1), got {c.dropout}")
+        dropout = c.dropout
+        if min_dropout > 0:  # e.g. an MC-dropout estimator needs dropout layers
+            dropout = min_dropout if dropout is None else max(dropout, min_dropout)
+        self.student = ctx.build_backbone(extra_heads, **({} if dropout is None else {"dropout": dropout}))
+
+    def unsup_weight(self, step: StepInfo) -> float:
+        c = self.cfg
+        return ramped_weight(c.weight, step, c.rampup, c.ramp, c.delay)
+
+    def supervised(self, logits_l: torch.Tensor, label: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """Named supervised terms (``sup/total`` is the one optimised)."""
+        assert label is not None, "labelled batch without labels"
+        return supervised_loss(logits_l, label, self.cfg.loss)
+
+    def joint_forward(self, batch_l: Batch, batch_u: Batch | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Student logits of the labelled and unlabelled batch from one forward pass (BatchNorm statistics over
+        both, as the UA-MT and SSL4MIS reference code does)."""
+        if batch_u is None:
+            return self.student(batch_l.image), None
+        logits = self.student(torch.cat([batch_l.image, batch_u.image]))
+        n = batch_l.image.shape[0]
+        return logits[:n], logits[n:]
+
+    @staticmethod
+    def combine(
+        sup: dict[str, torch.Tensor], unsup: dict[str, torch.Tensor], weight: float, **logs: Any
+    ) -> dict[str, torch.Tensor]:
+        """``loss = sup/total + weight * sum(unsup terms)``; the terms are returned un-weighted (``unsup/*``) and the
+        weight as ``weight/unsup`` so that a zero weight never hides a term from ``ssl-bench check``."""
+        loss = sup["sup/total"]
+        for term in unsup.values():
+            loss = loss + weight * term
+        out: dict[str, Any] = {"loss": loss, **sup, **unsup, "weight/unsup": torch.tensor(float(weight))}
+        out.update({k: v if torch.is_tensor(v) else torch.tensor(float(v)) for k, v in logs.items()})
+        return out
+
+    def supervised_only(self, batch_l: Batch) -> dict[str, torch.Tensor]:
+        """The step of a stage without unlabelled data."""
+        sup = self.supervised(self.student(batch_l.image), batch_l.label)
+        return {"loss": sup["sup/total"], **sup}
+
+
+def align(stored: torch.Tensor, batch: Batch) -> torch.Tensor:
+    """Per-sample maps stored in the un-augmented frame (``[B, ...]``, already indexed by ``batch.index``) brought
+    into the batch's augmented frame."""
+    return stored if batch.aug is None else apply_augment(stored, batch.aug)
+
+
+def rms_norm(x: torch.Tensor) -> torch.Tensor:
+    """Per-sample root-mean-square ``[B]`` of ``x [B, ...]``."""
+    return x.flatten(1).pow(2).mean(1).sqrt()
+
+
+def l2_normalize(d: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """``d`` scaled to unit L2 norm per sample."""
+    norm = d.flatten(1).norm(dim=1).clamp_min(eps)
+    return d / norm.view(-1, *([1] * (d.ndim - 1)))
+
+
+def per_sample_numel(x: torch.Tensor) -> int:
+    return math.prod(x.shape[1:])
