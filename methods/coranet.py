@@ -91,9 +91,12 @@ def vote(logits: torch.Tensor) -> torch.Tensor:
     return torch.cat([background, p_fg], dim=1).argmax(1)
 
 
-@ESTIMATORS.register("cr-disagreement")
+@ESTIMATORS.register("crm")
 class ConservativeRadicalDisagreement(UncertaintyEstimator):
     """CoraNet's CRM: uncertain where the conservative and radical heads disagree (paper Eq. 5-6)."""
+
+    #: cost alpha forced on the owning CoraNet (None: use its ``alpha`` option)
+    alpha: float | None = None
 
     def required_heads(self) -> list[HeadSpec]:
         n = 2 * (self.num_classes - 1)
@@ -104,6 +107,13 @@ class ConservativeRadicalDisagreement(UncertaintyEstimator):
         out = net.forward_heads(x, ["con", "rad"])
         uncertain = vote(out["con"]) != vote(out["rad"])  # Eq. 5 (XOR for K = 2)
         return UncertaintyMap(prob=out["main"].softmax(1), certain=~uncertain, score=uncertain.float())
+
+
+@ESTIMATORS.register("crm-alpha1")
+class EqualCostDisagreement(ConservativeRadicalDisagreement):
+    """CRM with alpha = 1: two differently initialised heads with equal costs disagree (Table VIII, star)."""
+
+    alpha = 1.0
 
 
 # -- the method -----------------------------------------------------------------------------------------------------
@@ -135,8 +145,8 @@ class CoraNetConfig:
     mt_weight: float = 1.0
     #: std of Gaussian noise added to the teacher's input (0: none, as in the released code)
     teacher_noise: float = 0.0
-    #: uncertainty estimator producing the certain mask (Table VI); "cr-disagreement" is the CRM
-    estimator: str = "cr-disagreement"
+    #: uncertainty estimator producing the certain mask (Table VI); "crm" is CoraNet's own
+    estimator: str = "crm"
     #: options of the estimator (its Config fields)
     estimator_options: dict[str, Any] = field(default_factory=dict)
     #: model used by predict(): "student" (paper, code) or "teacher"
@@ -185,8 +195,9 @@ class CoraNet(Method):
         if c.mt_region != "none":
             self.teacher = EMATeacher(self.student, c.ema_decay, warmup=c.protocol == "paper")
         # Eq. 1: costs for [background, foreground] of every sub-task
-        self.register_buffer("w_con", torch.tensor([c.alpha, 1.0]), persistent=False)
-        self.register_buffer("w_rad", torch.tensor([1.0, c.alpha]), persistent=False)
+        alpha = self.estimator.alpha if self.crm and self.estimator.alpha is not None else c.alpha
+        self.register_buffer("w_con", torch.tensor([alpha, 1.0]), persistent=False)
+        self.register_buffer("w_rad", torch.tensor([1.0, alpha]), persistent=False)
         self._pl: torch.Tensor | None = None  # [N_u, *S] uint8 stored pseudo-labels (offline mode)
         self._certain: torch.Tensor | None = None  # [N_u, *S] bool stored certain masks
         self._refreshed_at: int = -1

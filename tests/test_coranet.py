@@ -178,8 +178,15 @@ def test_parameter_counts_exclude_con_rad_heads_at_inference():
 
 
 def test_crm_estimator_builds_con_rad_heads():
-    method = make(num_classes=2, estimator="cr-disagreement")
+    method = make(num_classes=2, estimator="crm")
     assert set(method.student.extra_heads) == {"con", "rad"}
+
+
+def test_crm_alpha1_uses_equal_costs_and_differently_initialised_heads():
+    method = make(num_classes=2, estimator="crm-alpha1", alpha=5.0)
+    assert method.w_con.tolist() == method.w_rad.tolist() == [1.0, 1.0]
+    con, rad = method.student.extra_heads["con"], method.student.extra_heads["rad"]
+    assert not torch.equal(con[-1].weight, rad[-1].weight)
 
 
 @pytest.mark.parametrize(
