@@ -45,8 +45,13 @@ class DataConfig:
     selection: str = "first"
     #: 2D slice size used for training and inference (slices are resized; predictions resized back)
     image_size: tuple[int, int] = (96, 96)
-    #: training augmentation: "none" or "flip-rot" (random rot90 + flips, as SSL4MIS)
+    #: training augmentation: "none" or "flip-rot" (random rot90 + flips, as SSL4MIS); 2D only
     augment: str = "flip-rot"
+    #: 3D training crop size (Z, Y, X) (paper: 96^3, "only random crop")
+    patch_size: tuple[int, int, int] = (96, 96, 96)
+    #: 3D unlabelled views: "random" crops like the labelled ones, or one fixed "center" crop per volume
+    #: (the released CoraNet code)
+    unlabeled_views: str = "random"
 
 
 @dataclass

@@ -34,6 +34,7 @@ from ssl_bench.ramps import RAMPS, ramp
 from ssl_bench.transforms import apply_augment
 
 BN_MODES = ("keep", "batch", "running")
+AVERAGES = ("probs", "logits")
 
 # -- losses -------------------------------------------------------------------------------------------------------
 
@@ -147,24 +148,33 @@ def mean_probs(
     dropout: bool | None = True,
     bn: str = "keep",
     per_forward: int = 4,
+    average: str = "probs",
 ) -> torch.Tensor:
-    """Mean softmax ``[B, K, *S]`` of ``passes`` stochastic passes of ``net`` (fresh input noise and dropout masks
-    each), run ``per_forward`` passes at a time as one batch (UA-MT runs 2). No gradients; see
-    :func:`stochastic_mode` for ``dropout`` and ``bn``."""
+    """Mean prediction ``[B, K, *S]`` (probabilities) of ``passes`` stochastic passes of ``net`` (fresh input noise
+    and dropout masks each), run ``per_forward`` passes at a time as one batch (UA-MT runs 2).
+
+    ``average``: ``"probs"`` = mean of the passes' softmax (the predictive mean); ``"logits"`` = softmax of the mean
+    logits (CoraNet's released MC-dropout/TTA baselines). No gradients; see :func:`stochastic_mode` for ``dropout``
+    and ``bn``.
+    """
     if passes < 1:
         raise ValueError(f"need at least one pass, got {passes}")
+    if average not in AVERAGES:
+        raise ValueError(f"average must be one of {AVERAGES}, got {average!r}")
     total: torch.Tensor | None = None
     with torch.no_grad(), stochastic_mode(net, dropout=dropout, bn=bn):
         done = 0
         while done < passes:
             g = min(max(1, per_forward), passes - done)
             xr = x.repeat(g, *([1] * (x.ndim - 1)))
-            probs = net(add_noise(xr, noise_std, noise_clip)).float().softmax(1)
-            s = probs.reshape(g, x.shape[0], *probs.shape[1:]).sum(0)
+            out = net(add_noise(xr, noise_std, noise_clip)).float()
+            out = out.softmax(1) if average == "probs" else out
+            s = out.reshape(g, x.shape[0], *out.shape[1:]).sum(0)
             total = s if total is None else total + s
             done += g
     assert total is not None
-    return total / passes
+    mean = total / passes
+    return mean if average == "probs" else mean.softmax(1)
 
 
 # -- base of the consistency methods -------------------------------------------------------------------------------

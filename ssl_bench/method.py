@@ -38,16 +38,18 @@ class Batch:
             Temporal Ensembling targets or stored pseudo-labels).
         aug: ``[B, 2]`` int64 augmentation applied to each sample (rot90 count, flip), or None; stored per-sample
             maps are brought into the batch's frame with :func:`ssl_bench.transforms.apply_augment`.
+        crop: ``[B, 3]`` int64 start offsets of random 3D crops, or None when samples are fixed views.
     """
 
     image: torch.Tensor
     label: torch.Tensor | None
     index: torch.Tensor
     aug: torch.Tensor | None = None
+    crop: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> Batch:
         label = None if self.label is None else self.label.to(device, non_blocking=True)
-        return Batch(self.image.to(device, non_blocking=True), label, self.index.to(device), self.aug)
+        return Batch(self.image.to(device, non_blocking=True), label, self.index.to(device), self.aug, self.crop)
 
 
 @dataclass(frozen=True)

@@ -147,6 +147,7 @@ def validate_config(cfg: RunConfig) -> None:
         (cfg.trainer.select in ("best-val", "last"), "trainer.select must be 'best-val' or 'last'"),
         (cfg.eval.metrics_backend in ("ssl-bench", "medpy"), "eval.metrics_backend must be 'ssl-bench' or 'medpy'"),
         (cfg.eval.blend in ("gaussian", "mean"), "eval.blend must be 'gaussian' or 'mean'"),
+        (cfg.dataset.unlabeled_views in ("random", "center"), "dataset.unlabeled_views must be 'random' or 'center'"),
         (min(cfg.eval.stride) >= 1 and min(cfg.eval.patch_size) >= 1, "eval.stride and eval.patch_size must be >= 1"),
         (cfg.optim.schedule in ("constant", "poly"), "optim.schedule must be 'constant' or 'poly'"),
         (cfg.optim.name in ("adam", "adamw", "sgd"), "optim.name must be adam, adamw or sgd"),
@@ -361,8 +362,8 @@ def start_run(
             data={
                 "labelled_patients": trainer.data.labelled_patients,
                 "unlabelled_patients": trainer.data.unlabelled_patients,
-                "labelled_slices": len(trainer.data.labelled),
-                "unlabelled_slices": 0 if trainer.data.unlabelled is None else len(trainer.data.unlabelled),
+                "labelled_samples": len(trainer.data.source_l),
+                "unlabelled_samples": 0 if trainer.data.source_u is None else len(trainer.data.source_u),
                 "total_steps": trainer.total_steps,
             },
         )

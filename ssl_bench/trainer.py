@@ -22,12 +22,12 @@ import torch
 from tqdm.auto import tqdm
 
 from ssl_bench.config import RunConfig, to_dict
-from ssl_bench.data import DatasetAdapter, SliceSet
+from ssl_bench.data import Case, DatasetAdapter
 from ssl_bench.errors import DataError, RunDirError, TrainingError
 from ssl_bench.evaluate import evaluate_cases, mean_foreground_dice, volume_predictor
 from ssl_bench.io import atomic_torch_save, atomic_write_text
 from ssl_bench.method import Batch, EpochData, Method, Stage, StepInfo
-from ssl_bench.streams import Stream, derive_seed
+from ssl_bench.streams import CropSource, Source, Stream, TensorSource, center_start, crop_or_pad, derive_seed
 from ssl_bench.transforms import prepare_slices
 
 CHECKPOINT_VERSION = 1
@@ -41,21 +41,26 @@ def seed_everything(seed: int) -> None:
 
 @dataclass
 class TrainingData:
-    """Tensors of both streams plus bookkeeping (labels of unlabelled slices are kept for analysis only)."""
+    """The two streams' sources and who is in them.
 
-    labelled: SliceSet
-    unlabelled: SliceSet | None
+    ``hidden_labels_u`` are the labels of the unlabelled data's fixed views (``source_u.fixed_views``), kept for
+    pseudo-label quality analysis only; methods never train on them.
+    """
+
     labelled_patients: list[str]
     unlabelled_patients: list[str]
-    images_l: torch.Tensor = field(repr=False, default=None)  # type: ignore[assignment]
-    labels_l: torch.Tensor = field(repr=False, default=None)  # type: ignore[assignment]
-    images_u: torch.Tensor | None = field(repr=False, default=None)
-    #: labels of the unlabelled slices: never given to a method; for pseudo-label quality analysis only
+    source_l: Source
+    source_u: Source | None
     hidden_labels_u: torch.Tensor | None = field(repr=False, default=None)
 
 
 def load_training_data(cfg: RunConfig, adapter: DatasetAdapter, all_labels: bool) -> TrainingData:
-    """Split the training patients into labelled / unlabelled and load their slices at the training size."""
+    """Split the training patients into labelled / unlabelled and load their data.
+
+    2D: slices resized to ``dataset.image_size`` (augmented per batch). 3D: whole volumes, cropped at random to
+    ``dataset.patch_size`` per draw; unlabelled volumes either the same way (``dataset.unlabeled_views=random``) or
+    as one fixed centre crop each (``center``, as the released CoraNet code).
+    """
     train_cases = adapter.splits()["train"]
     if all_labels:
         lab_patients = adapter.patients("train")
@@ -64,14 +69,44 @@ def load_training_data(cfg: RunConfig, adapter: DatasetAdapter, all_labels: bool
     lab_set = set(lab_patients)
     lab_cases = [c for c in train_cases if adapter.group(c) in lab_set]
     unl_cases = [c for c in train_cases if adapter.group(c) not in lab_set]
-    labelled = adapter.training_slices(lab_cases)
-    unlabelled = adapter.training_slices(unl_cases) if unl_cases else None
-    size = tuple(cfg.dataset.image_size)
-    data = TrainingData(labelled, unlabelled, lab_patients, [p for p in adapter.patients("train") if p not in lab_set])
-    data.images_l, data.labels_l = prepare_slices(labelled.images, labelled.labels, size)  # type: ignore[assignment]
-    if unlabelled is not None:
-        data.images_u, data.hidden_labels_u = prepare_slices(unlabelled.images, unlabelled.labels, size)
-    return data
+    unl_patients = [p for p in adapter.patients("train") if p not in lab_set]
+    if adapter.spec.dims == 2:
+        size = tuple(cfg.dataset.image_size)
+        labelled = adapter.training_slices(lab_cases)
+        source_l = TensorSource(*prepare_slices(labelled.images, labelled.labels, size), cfg.dataset.augment)
+        if not unl_cases:
+            return TrainingData(lab_patients, unl_patients, source_l, None)
+        unlabelled = adapter.training_slices(unl_cases)
+        images_u, hidden = prepare_slices(unlabelled.images, unlabelled.labels, size)
+        return TrainingData(
+            lab_patients, unl_patients, source_l, TensorSource(images_u, None, cfg.dataset.augment), hidden
+        )
+    patch = tuple(cfg.dataset.patch_size)
+    lab = [_labelled_case(adapter, c) for c in lab_cases]
+    source_l = CropSource([c.image for c in lab], [c.label for c in lab], patch)
+    if not unl_cases:
+        return TrainingData(lab_patients, unl_patients, source_l, None)
+    unl = [adapter.load_case(c) for c in unl_cases]
+    random_views = CropSource([c.image for c in unl], [c.label for c in unl if c.label is not None] or None, patch)
+    hidden = _center_labels(unl, patch)
+    if cfg.dataset.unlabeled_views == "center":
+        images = torch.cat([b.image for b in random_views.fixed_views(8)])
+        return TrainingData(lab_patients, unl_patients, source_l, TensorSource(images, None), hidden)
+    return TrainingData(lab_patients, unl_patients, source_l, random_views, hidden)
+
+
+def _labelled_case(adapter: DatasetAdapter, case_id: str) -> Case:
+    case = adapter.load_case(case_id)
+    if case.label is None:
+        raise DataError(f"labelled training case {case_id} has no label")
+    return case
+
+
+def _center_labels(cases: list[Case], patch: tuple[int, ...]) -> torch.Tensor | None:
+    if any(c.label is None for c in cases):
+        return None
+    crops = [crop_or_pad(c.label, center_start(c.label.shape, patch), patch) for c in cases]  # type: ignore[arg-type]
+    return torch.from_numpy(np.stack(crops))
 
 
 class StopRequested(Exception):
@@ -100,12 +135,10 @@ class Trainer:
         self.metrics_path = run_dir / "metrics.jsonl"
         self.data = load_training_data(cfg, adapter, type(method).uses_all_labels)
         tc = cfg.trainer
-        self.stream_l = Stream("labelled", self.data.images_l, self.data.labels_l, tc.batch_size, cfg.seed)
+        self.stream_l = Stream("labelled", self.data.source_l, tc.batch_size, cfg.seed)
         self.stream_u = None
-        if self.data.images_u is not None and type(method).uses_unlabeled:
-            self.stream_u = Stream(
-                "unlabelled", self.data.images_u, None, tc.unlabeled_batch_size, cfg.seed, labelled=False
-            )
+        if self.data.source_u is not None and type(method).uses_unlabeled:
+            self.stream_u = Stream("unlabelled", self.data.source_u, tc.unlabeled_batch_size, cfg.seed, labelled=False)
         self.stages = method.stages()
         self.steps_per_epoch = [self._steps_per_epoch(s) for s in self.stages]
         self.total_steps = sum(s.epochs * n for s, n in zip(self.stages, self.steps_per_epoch))
@@ -251,11 +284,10 @@ class Trainer:
         info = self._step_info()
         torch.manual_seed(derive_seed(self.cfg.seed, "step", self.step))
         gen = torch.Generator().manual_seed(derive_seed(self.cfg.seed, "augment", self.step))
-        aug = self.cfg.dataset.augment
-        batch_l = self.stream_l.next(aug, gen).to(self.device)
+        batch_l = self.stream_l.next(gen).to(self.device)
         batch_u = None
         if stage.unlabeled and self.stream_u is not None:
-            batch_u = self.stream_u.next(aug, gen).to(self.device)
+            batch_u = self.stream_u.next(gen).to(self.device)
         self.method.train()
         with torch.autocast(self.device.type, enabled=self.use_amp):
             losses = self.method.training_step(batch_l, batch_u, info)
@@ -284,12 +316,9 @@ class Trainer:
         return values
 
     def _iterate_unlabelled(self, batch_size: int) -> Iterator[Batch]:
-        images = self.data.images_u
-        if images is None:
-            return
-        for start in range(0, len(images), batch_size):
-            idx = torch.arange(start, min(start + batch_size, len(images)))
-            yield Batch(images[idx], None, idx).to(self.device)
+        if self.data.source_u is not None:
+            for batch in self.data.source_u.fixed_views(batch_size):
+                yield batch.to(self.device)
 
     def validate(self) -> float:
         """Mean foreground Dice on the val split (Dice only, for speed); NaN if there is no val split."""
@@ -359,7 +388,7 @@ class Trainer:
 
     def _end_epoch(self, stage: Stage, bar: Any) -> None:
         info = self._step_info()
-        n_u = 0 if self.data.images_u is None else len(self.data.images_u)
+        n_u = 0 if self.data.source_u is None else len(self.data.source_u)
         data = EpochData(self._iterate_unlabelled, n_u, self.device, self.data.hidden_labels_u)
         logged = self.method.on_epoch_end(info.epoch, stage, data)
         if logged:

@@ -9,7 +9,7 @@ import torch
 from ssl_bench.data import count_from_budget, validate_label
 from ssl_bench.errors import DataError
 from ssl_bench.registry import DATASETS
-from ssl_bench.streams import Stream
+from ssl_bench.streams import CropSource, Stream, TensorSource
 from ssl_bench.transforms import apply_augment, augment_2d, prepare_slices
 
 
@@ -69,11 +69,26 @@ def test_augmentation_keeps_image_and_label_aligned():
 
 def test_stream_is_resumable_and_covers_every_sample():
     images = torch.arange(10, dtype=torch.float32)[:, None, None, None].expand(10, 1, 4, 4)
-    a = Stream("s", images, None, 3, seed=0)
+    a = Stream("s", TensorSource(images, None), 3, seed=0)
     seen = torch.cat([a.next_indices() for _ in range(4)])[:10]
     assert sorted(seen.tolist()) == list(range(10))  # one pass is a permutation
     state = a.state_dict()
     expected = [a.next_indices().tolist() for _ in range(5)]
-    b = Stream("s", images, None, 3, seed=0)
+    b = Stream("s", TensorSource(images, None), 3, seed=0)
     b.load_state_dict(state)
     assert [b.next_indices().tolist() for _ in range(5)] == expected
+
+
+def test_crop_source_draws_random_padded_crops():
+    vol = np.arange(6 * 10 * 10, dtype=np.float32).reshape(6, 10, 10)
+    lab = (vol % 2).astype(np.uint8)
+    src = CropSource([vol, vol[:3]], [lab, lab[:3]], (4, 8, 8))
+    g = torch.Generator().manual_seed(0)
+    batch = src.batch(torch.tensor([0, 1]), g, with_labels=True)
+    assert batch.image.shape == (2, 1, 4, 8, 8) and batch.label.shape == (2, 4, 8, 8)
+    z, y, x = batch.crop[0].tolist()
+    assert torch.equal(batch.image[0, 0], torch.from_numpy(vol[z : z + 4, y : y + 8, x : x + 8]))
+    assert torch.equal(batch.label[0], torch.from_numpy(lab[z : z + 4, y : y + 8, x : x + 8]).long())
+    assert batch.image[1, 0, 3:].abs().sum() == 0  # the 3-slice volume is zero-padded to 4 slices
+    views = list(src.fixed_views(8))
+    assert views[0].image.shape == (2, 1, 4, 8, 8) and views[0].crop is None
