@@ -44,15 +44,23 @@ T = TypeVar("T")
 BUILTIN_MODULES: tuple[str, ...] = (
     "ssl_bench.nets.unet",
     "ssl_bench.nets.smp_backbones",
+    "ssl_bench.nets.vnet",
+    "ssl_bench.nets.resnet3d",
     "ssl_bench.methods.supervised",
     "ssl_bench.methods.estimators",
     "ssl_bench.methods.mean_teacher",
     "ssl_bench.methods.ua_mt",
     "ssl_bench.methods.pi_model",
     "ssl_bench.methods.temporal_ensembling",
+    "ssl_bench.methods.pseudo_label",
+    "ssl_bench.methods.vat",
     "ssl_bench.methods.coranet",
     "ssl_bench.datasets.phantom",
     "ssl_bench.datasets.acdc",
+    "ssl_bench.tables",
+    "ssl_bench.datasets.common",
+    "ssl_bench.datasets.pancreas",
+    "ssl_bench.datasets.york",
 )
 
 ENTRY_POINT_GROUPS: dict[str, str] = {
