@@ -202,6 +202,15 @@ class CoraNet(Method):
         self._certain: torch.Tensor | None = None  # [N_u, *S] bool stored certain masks
         self._refreshed_at: int = -1
 
+    @classmethod
+    def check_config(cls, cfg: Any, dims: int) -> None:
+        offline = cfg.params.pseudo_labels == "offline" and cls.uses_unlabeled
+        if offline and dims == 3 and cfg.dataset.unlabeled_views != "center":
+            raise ValueError(
+                "offline pseudo-labels are stored per unlabelled view, but 3D unlabelled data are random crops: use "
+                "--set dataset.unlabeled_views=center (as the released code) or --set params.pseudo_labels=online"
+            )
+
     # -- schedule -------------------------------------------------------------------------------------------------
 
     def stages(self) -> list[Stage]:
@@ -256,13 +265,15 @@ class CoraNet(Method):
         if batch_u is None or step.stage == "pretrain" or not self.uses_unlabeled:
             return {"loss": loss, **logs}
         pseudo, certain = self._pseudo_labels(batch_u, step)
-        heads_u = self.student.forward_heads(batch_u.image, ["con", "rad"] if self.crm else [])
+        # the paper trains only the main head on unlabelled data; the released code also the con/rad heads
+        released = self.cfg.protocol == "released-code"
+        heads_u = self.student.forward_heads(batch_u.image, ["con", "rad"] if (self.crm and released) else [])
         st_mask = {"certain": certain, "all": torch.ones_like(certain), "none": None}[self.cfg.st_region]
         mt_mask = {"uncertain": ~certain, "certain": certain, "all": torch.ones_like(certain), "none": None}[
             self.cfg.mt_region
         ]
         logs["mask/certain_frac"] = certain.float().mean()
-        if self.cfg.protocol == "released-code":
+        if released:
             return self._released_unlabelled(loss, logs, heads_u, batch_u, pseudo, st_mask, mt_mask, step)
         if st_mask is not None:  # C-SN, Eq. 7
             logs["unsup/c_sn"] = weighted_cross_entropy(heads_u["main"], pseudo, mask=st_mask, normalize="pixels")

@@ -186,6 +186,11 @@ class Method(nn.Module):
         """Inverse of :meth:`extra_state`."""
 
     @classmethod
+    def check_config(cls, cfg: Any, dims: int) -> None:
+        """Reject run configurations the method cannot train with (raise ``ValueError`` with a fix); called before
+        anything is built. ``cfg`` is the whole :class:`~ssl_bench.config.RunConfig`, ``dims`` the data's."""
+
+    @classmethod
     def summary(cls) -> str:
         doc = (cls.__doc__ or "").strip().splitlines()
         return doc[0] if doc else cls.__name__
