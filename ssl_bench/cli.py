@@ -14,6 +14,7 @@ import textwrap
 from pathlib import Path
 
 from ssl_bench import __version__
+from ssl_bench.datacli import add_data_parser, cmd_data
 from ssl_bench.errors import SSLBenchError
 
 DESCRIPTION = """\
@@ -170,6 +171,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--spacing", type=float, nargs="+", default=None, metavar="S", help="voxel size per axis (mm)")
     p.add_argument("--backend", default="ssl-bench", choices=["ssl-bench", "medpy"])
     p.add_argument("--json", action="store_true", help="print JSON rows instead of a table")
+
+    from ssl_bench.tablecli import add_parsers
+
+    add_parsers(sub, plugin)  # table, leaderboard, figure
+    add_data_parser(sub)  # data prepare / check / info
     return parser
 
 
@@ -290,6 +296,8 @@ COMMANDS = {
     "eval": cmd_eval,
     "check": cmd_check,
     "metrics": cmd_metrics,
+    "data": cmd_data,
+    **__import__("ssl_bench.tablecli").tablecli.COMMANDS,  # table, leaderboard, figure
 }
 
 

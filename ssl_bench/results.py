@@ -116,6 +116,7 @@ class RunRecord:
     source: Path
     config: dict[str, Any]
     manifest: dict[str, Any]
+    setting: str = ""
     _per_case: pd.DataFrame | None = field(default=None, repr=False)
     _summary: dict[str, Any] | None = field(default=None, repr=False)
 
@@ -156,11 +157,6 @@ class RunRecord:
         )
         return out
 
-    @property
-    def setting(self) -> str:
-        raw = yaml.safe_load((self.path / "config.yaml").read_text()) or {}
-        return setting_hash(raw)
-
     def summary(self, split: str = "test") -> dict[str, Any]:
         if split != "test":
             return json.loads((self.path / "eval" / split / "summary.json").read_text())
@@ -197,7 +193,7 @@ def _read_run(path: Path, source: Path) -> RunRecord | None:
         return None  # a folder being written or broken: not a readable run
     if not isinstance(raw, dict) or not isinstance(manifest, dict):
         return None
-    return RunRecord(path=path, source=source, config=flatten(raw), manifest=manifest)
+    return RunRecord(path=path, source=source, config=flatten(raw), manifest=manifest, setting=setting_hash(raw))
 
 
 def find_runs(

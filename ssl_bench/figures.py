@@ -1,0 +1,460 @@
+"""Figures of the CoraNet paper from run folders (matplotlib/seaborn; every figure is saved as PNG and PDF).
+
+=========  ===============================================================================  ====================
+kind       what                                                                             needs
+=========  ===============================================================================  ====================
+fig3       PPV / TPR / CSI of the initial pseudo-labels (end of pre-training), bars per       ``metrics.jsonl``
+           estimator (Fig. 3)                                                                 epoch records
+fig4       the same over self-training, one line per estimator (Fig. 4)                       ``metrics.jsonl``
+masks      uncertain-region mask (red) and ground truth (yellow) over test images (Fig. 5/8)  checkpoints
+overlays   contours of several runs vs ground truth (red) (Fig. 6/7); per-class fills for     checkpoints
+           multi-class data (Fig. 9)
+curves     training loss per step and validation Dice per epoch                              ``metrics.jsonl``
+=========  ===============================================================================  ====================
+
+Pseudo-label quality is what CoraNet logs at every refresh of its pseudo-labels (``pl/<region>/<ppv|tpr|csi>_<k>``,
+scored against the unlabelled images' labels, which training never sees). Each function returns a matplotlib
+``Figure`` (made without pyplot, so it works headless and in notebooks); :func:`save_figure` writes it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ssl_bench.errors import RunDirError
+from ssl_bench.results import RunRecord, _read_run, load_metrics_log
+
+__all__ = [
+    "fig_curves",
+    "fig_masks",
+    "fig_overlays",
+    "fig_pl_course",
+    "fig_pl_quality",
+    "make_figure",
+    "pl_quality",
+    "run_labels",
+    "save_figure",
+]
+
+KINDS = ("fig3", "fig4", "masks", "overlays", "curves")
+#: contour colours of Fig. 6/7 after the ground truth (red): mean teacher, Π-model, TE, U-Net, UA-MT, ours
+PAPER_COLOURS = ("black", "blue", "cyan", "magenta", "green", "yellow", "orange", "purple")
+CLASS_COLOURS = ("#e41a1c", "#377eb8", "#4daf4a", "#984ea3", "#ff7f00", "#ffff33")
+_PL_KEY = re.compile(r"^pl/(?P<region>[a-z]+)/(?P<metric>ppv|tpr|csi)_(?P<cls>\d+)$")
+
+
+def _records(run_dirs: Iterable[str | Path | RunRecord]) -> list[RunRecord]:
+    out = []
+    for item in run_dirs:
+        if isinstance(item, RunRecord):
+            out.append(item)
+            continue
+        path = Path(item)
+        rec = _read_run(path, path.parent) if path.is_dir() else None
+        if rec is None:
+            raise RunDirError(f"{item} is not a run folder (needs config.yaml and manifest.json)")
+        out.append(rec)
+    if not out:
+        raise RunDirError("no run folders given")
+    return out
+
+
+def _estimator_label(rec: RunRecord) -> str:
+    est = rec.get("params.estimator")
+    if est is None:
+        return str(rec.get("method"))
+    threshold = rec.get("params.estimator_options.threshold")
+    return f"{est} {threshold:g}" if isinstance(threshold, (int, float)) else str(est)
+
+
+def run_labels(records: Sequence[RunRecord]) -> list[str]:
+    """Short legend labels: the settings that differ between the runs (method, estimator, α, ..., seed)."""
+    fields = [
+        ("method", "method", ""),
+        ("params.estimator", "estimator", ""),
+        ("params.alpha", "alpha", "α="),
+        ("model.backbone", "backbone", ""),
+        ("dataset.name", "dataset", ""),
+        ("dataset.labeled", "labeled", "lab "),
+        ("preset", "preset", ""),
+        ("seed", "seed", "seed "),
+    ]
+    varying = [f for f in fields if len({str(r.get(f[0])) for r in records}) > 1]
+    if not varying:
+        varying = fields[:1]
+    labels = []
+    for r in records:
+        parts = [
+            (f"{prefix}{r.get(key):g}" if isinstance(r.get(key), float) else f"{prefix}{r.get(key)}")
+            for key, _, prefix in varying
+            if r.get(key) is not None
+        ]
+        labels.append(" ".join(parts))
+    return labels
+
+
+# -- pseudo-label quality (Fig. 3, 4) -------------------------------------------------------------------------------
+
+
+def pl_quality(run_dirs: Iterable[str | Path | RunRecord], region: str = "certain") -> pd.DataFrame:
+    """Tidy pseudo-label quality over refreshes: ``run_id, label, estimator, seed, epoch, refresh, class, metric,
+    value`` (``refresh`` 0 = the initial prediction at the end of pre-training)."""
+    records = _records(run_dirs)
+    labels = run_labels(records)
+    rows = []
+    for rec, label in zip(records, labels):
+        log = load_metrics_log(rec.path, "epoch")
+        cols = [c for c in log.columns if (m := _PL_KEY.match(c)) and m["region"] == region]
+        if not cols:
+            continue
+        log = log.dropna(subset=cols, how="all").reset_index(drop=True)
+        for refresh, entry in log.iterrows():
+            for col in cols:
+                m = _PL_KEY.match(col)
+                assert m is not None
+                rows.append(
+                    {
+                        "run_id": rec.run_id,
+                        "label": label,
+                        "estimator": _estimator_label(rec),
+                        "seed": rec.get("seed"),
+                        "epoch": int(entry.get("epoch", refresh)),
+                        "refresh": int(refresh),
+                        "class": int(m["cls"]),
+                        "metric": m["metric"].upper(),
+                        "value": float(entry[col]),
+                    }
+                )
+    if not rows:
+        raise RunDirError(
+            f"no pseudo-label quality records (pl/{region}/ppv_k ...) in the metrics.jsonl of these runs; fig3/fig4 "
+            "need runs of a method that logs them at its pseudo-label refreshes (CoraNet and its --estimator variants)"
+        )
+    return pd.DataFrame(rows)
+
+
+def _class_names(records: Sequence[RunRecord]) -> dict[int, str]:
+    for rec in records:
+        names = rec.label_names()
+        if names:
+            return names
+    return {}
+
+
+def _new_figure(ncols: int, nrows: int = 1, width: float = 4.0, height: float = 3.4) -> tuple[Any, Any]:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width * ncols, height * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    return fig, axes
+
+
+def fig_pl_quality(run_dirs: Iterable[str | Path | RunRecord], region: str = "certain") -> Any:
+    """Fig. 3: PPV, TPR and CSI of the initial pseudo-labels, one bar per estimator (seeds: mean and error bar);
+    one panel per foreground class."""
+    import seaborn as sns
+
+    records = _records(run_dirs)
+    data = pl_quality(records, region)
+    initial = data[data["refresh"] == 0]
+    classes = sorted(initial["class"].unique())
+    names = _class_names(records)
+    fig, axes = _new_figure(len(classes))
+    for ax, k in zip(axes[0], classes):
+        sub = initial[initial["class"] == k]
+        sns.barplot(data=sub, x="metric", y="value", hue="estimator", order=["PPV", "TPR", "CSI"], ax=ax)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("")
+        ax.set_ylabel("initial pseudo-labels" if k == classes[0] else "")
+        ax.set_title(names.get(k, f"class {k}") + f" ({region} pixels)")
+    return fig
+
+
+def fig_pl_course(run_dirs: Iterable[str | Path | RunRecord], region: str = "certain") -> Any:
+    """Fig. 4: PPV, TPR and CSI of the pseudo-labels at every refresh during self-training, a line per estimator
+    (line style per class for multi-class data)."""
+    import seaborn as sns
+
+    records = _records(run_dirs)
+    data = pl_quality(records, region)
+    names = _class_names(records)
+    data = data.assign(cls=data["class"].map(lambda k: names.get(k, f"class {k}")))
+    multi = data["class"].nunique() > 1
+    fig, axes = _new_figure(3)
+    for ax, metric in zip(axes[0], ["PPV", "TPR", "CSI"]):
+        sub = data[data["metric"] == metric]
+        sns.lineplot(data=sub, x="epoch", y="value", hue="estimator", style="cls" if multi else None, marker="o", ax=ax)
+        ax.set_title(metric)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("")
+    return fig
+
+
+# -- training curves ----------------------------------------------------------------------------------------------
+
+
+def fig_curves(run_dirs: Iterable[str | Path | RunRecord]) -> Any:
+    """Training loss per logged step and validation foreground Dice per epoch, a line per run."""
+    records = _records(run_dirs)
+    labels = run_labels(records)
+    fig, axes = _new_figure(2)
+    ax_loss, ax_val = axes[0]
+    for rec, label in zip(records, labels):
+        log = load_metrics_log(rec.path)
+        if log.empty:
+            continue
+        train = log[log["type"] == "train"]
+        if "loss" in train:
+            ax_loss.plot(train["step"], train["loss"], label=label)
+        val = log[log["type"] == "val"]
+        if "val_dice_fg" in val:
+            ax_val.plot(val["epoch"], val["val_dice_fg"], marker="o", label=label)
+    ax_loss.set(xlabel="step", ylabel="training loss", title="loss")
+    ax_val.set(xlabel="epoch", ylabel="mean foreground Dice", title="validation Dice")
+    for ax in (ax_loss, ax_val):
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize="small")
+    return fig
+
+
+# -- model-based figures (masks, overlays) ----------------------------------------------------------------------------
+
+
+def _load_model(rec: RunRecord, device: str = "cpu", checkpoint: str = "auto") -> tuple[Any, Any, Any]:
+    """(config, adapter, method) with the run's selected weights (best-val or last, as its config says)."""
+    import torch
+
+    from ssl_bench.runner import build_adapter, build_method, load_run
+
+    cfg, _ = load_run(rec.path)
+    best, last = rec.path / "checkpoints" / "best.pt", rec.path / "checkpoints" / "last.pt"
+    if checkpoint == "auto":
+        path = best if (cfg.trainer.select == "best-val" and best.exists()) else last
+    else:
+        path = best if checkpoint == "best" else last
+    if not path.exists():
+        raise RunDirError(
+            f"{rec.path} has no checkpoint ({path.name}); masks and overlays need the run folder with its "
+            "checkpoints (records under results/records have none)"
+        )
+    adapter = build_adapter(cfg)
+    method = build_method(cfg, adapter).to(device)
+    state = torch.load(path, map_location=device, weights_only=False)
+    method.load_state_dict(state["model"])
+    method.eval()
+    return cfg, adapter, method
+
+
+def _pick_slice(label: np.ndarray) -> int:
+    area = (label > 0).reshape(label.shape[0], -1).sum(1)
+    return int(area.argmax()) if area.max() > 0 else label.shape[0] // 2
+
+
+def _case_ids(adapter: Any, cases: Sequence[str] | None, n: int) -> list[str]:
+    test = adapter.splits().get("test") or []
+    if cases:
+        unknown = [c for c in cases if c not in test]
+        if unknown:
+            raise RunDirError(f"case(s) {unknown} not in the test split (e.g. {', '.join(test[:5])})")
+        return list(cases)
+    return list(test[:n])
+
+
+def _show_image(ax: Any, image: np.ndarray) -> None:
+    ax.imshow(image, cmap="gray", interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def fig_masks(
+    run_dirs: Iterable[str | Path | RunRecord],
+    cases: Sequence[str] | None = None,
+    n_cases: int = 2,
+    device: str = "cpu",
+) -> Any:
+    """Fig. 5/8: the uncertain region (red) of each run's estimator over test slices, ground truth in yellow.
+
+    One column per run (e.g. CoraNet with alpha 2, 5, 10, or runs stopped at different epochs), one row per case;
+    each case is shown at the slice with the largest foreground, resized to the run's training size (2D runs; for
+    3D runs the central patch around that slice).
+    """
+    import torch
+
+    from ssl_bench.transforms import resize_images, resize_labels
+
+    records = _records(run_dirs)
+    labels = run_labels(records)
+    models = [_load_model(rec, device) for rec in records]
+    for rec, (_, _, method) in zip(records, models):
+        if getattr(method, "estimator", None) is None:
+            raise RunDirError(f"{rec.path}: method {rec.get('method')!r} has no uncertainty estimator to show")
+    adapter0 = models[0][1]
+    case_ids = _case_ids(adapter0, cases, n_cases)
+    fig, axes = _new_figure(len(records), len(case_ids), width=3.0, height=3.0)
+    for i, cid in enumerate(case_ids):
+        case = adapter0.load_case(cid)
+        z = _pick_slice(case.label)
+        for j, ((cfg, adapter, method), label) in enumerate(zip(models, labels)):
+            net = method.inference_module()
+            spec = adapter.spec
+            with torch.no_grad():
+                if spec.dims == 2:
+                    size = tuple(cfg.dataset.image_size)
+                    x = resize_images(torch.from_numpy(case.image[z][None, None].astype(np.float32)), size)
+                    gt = resize_labels(torch.from_numpy(case.label[z][None].astype(np.int64)), size)[0].numpy()
+                    umap = method.estimator.estimate(net, x.to(device), None)
+                    uncertain = (~umap.certain[0]).cpu().numpy()
+                    image = x[0, 0].numpy()
+                else:
+                    image, gt, uncertain = _masks_3d(method, net, case, z, tuple(cfg.dataset.patch_size), device)
+            ax = axes[i][j]
+            _show_image(ax, image)
+            overlay = np.zeros((*uncertain.shape, 4))
+            overlay[uncertain] = (1.0, 0.0, 0.0, 0.55)
+            ax.imshow(overlay, interpolation="nearest")
+            if gt.any():
+                ax.contour(gt > 0, levels=[0.5], colors="yellow", linewidths=1.0)
+            if i == 0:
+                ax.set_title(label, fontsize="small")
+            if j == 0:
+                ax.set_ylabel(cid, fontsize="small")
+    return fig
+
+
+def _masks_3d(
+    method: Any, net: Any, case: Any, z: int, patch: tuple[int, ...], device: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    import torch
+
+    image, label = case.image, case.label
+    fg = np.argwhere(label > 0)
+    centre = fg.mean(0).astype(int) if len(fg) else np.array(image.shape) // 2
+    centre[0] = z
+    starts = [int(np.clip(c - p // 2, 0, max(0, s - p))) for c, p, s in zip(centre, patch, image.shape)]
+    sl = tuple(slice(s, s + p) for s, p in zip(starts, patch))
+    crop, gt = image[sl], label[sl]
+    pad = [(0, max(0, p - s)) for p, s in zip(patch, crop.shape)]
+    crop, gt = np.pad(crop, pad), np.pad(gt, pad)
+    x = torch.from_numpy(crop[None, None].astype(np.float32)).to(device)
+    umap = method.estimator.estimate(net, x, None)
+    k = z - starts[0]
+    return crop[k], gt[k], (~umap.certain[0]).cpu().numpy()[k]
+
+
+def fig_overlays(
+    run_dirs: Iterable[str | Path | RunRecord],
+    cases: Sequence[str] | None = None,
+    n_cases: int = 3,
+    device: str = "cpu",
+) -> Any:
+    """Fig. 6/7: contours of every run's test prediction against the ground truth (red) on one panel per case
+    (binary tasks); Fig. 9: for multi-class data, a row per case with the ground truth and each run's per-class
+    fills. Each case is shown at its slice with the largest foreground, at native resolution."""
+    from ssl_bench.evaluate import volume_predictor
+
+    records = _records(run_dirs)
+    labels = run_labels(records)
+    models = [_load_model(rec, device) for rec in records]
+    datasets = {cfg.dataset.name for cfg, _, _ in models}
+    if len(datasets) > 1:
+        raise RunDirError(f"overlays compare runs on one dataset; got {sorted(datasets)}")
+    adapter0 = models[0][1]
+    case_ids = _case_ids(adapter0, cases, n_cases)
+    k = adapter0.spec.num_classes
+    preds: dict[str, list[np.ndarray]] = {}
+    cases_loaded = {cid: adapter0.load_case(cid) for cid in case_ids}
+    for cfg, adapter, method in models:
+        predictor = volume_predictor(method.predict, adapter.spec.dims, cfg.eval, tuple(cfg.dataset.image_size), device)
+        for cid in case_ids:
+            preds.setdefault(cid, []).append(predictor(cases_loaded[cid].image))
+    if k == 2:
+        fig, axes = _new_figure(len(case_ids), 1, width=3.6, height=3.8)
+        for ax, cid in zip(axes[0], case_ids):
+            case = cases_loaded[cid]
+            z = _pick_slice(case.label)
+            _show_image(ax, case.image[z])
+            handles = []
+            from matplotlib.lines import Line2D
+
+            if case.label[z].any():
+                ax.contour(case.label[z] > 0, levels=[0.5], colors="red", linewidths=1.4)
+            handles.append(Line2D([], [], color="red", label="ground truth"))
+            for pred, label, colour in zip(preds[cid], labels, PAPER_COLOURS):
+                if pred[z].any():
+                    ax.contour(pred[z] > 0, levels=[0.5], colors=colour, linewidths=1.0)
+                handles.append(Line2D([], [], color=colour, label=label))
+            ax.set_title(cid, fontsize="small")
+        fig.legend(handles=handles, loc="outside lower center", ncols=min(4, len(handles)), fontsize="small")
+        return fig
+    from matplotlib.colors import ListedColormap
+
+    cmap = ListedColormap([(0, 0, 0, 0), *[CLASS_COLOURS[i % len(CLASS_COLOURS)] for i in range(k - 1)]])
+    fig, axes = _new_figure(1 + len(records), len(case_ids), width=3.0, height=3.0)
+    names = _class_names(records)
+    for i, cid in enumerate(case_ids):
+        case = cases_loaded[cid]
+        z = _pick_slice(case.label)
+        for j, (maps, title) in enumerate([(case.label, "ground truth"), *zip(preds[cid], labels)]):
+            ax = axes[i][j]
+            _show_image(ax, case.image[z])
+            ax.imshow(np.ma.masked_equal(maps[z], 0), cmap=cmap, vmin=0, vmax=k - 1, alpha=0.5, interpolation="nearest")
+            for c in range(1, k):
+                if (maps[z] == c).any():
+                    ax.contour(maps[z] == c, levels=[0.5], colors=[CLASS_COLOURS[(c - 1) % len(CLASS_COLOURS)]])
+            if i == 0:
+                ax.set_title(title, fontsize="small")
+            if j == 0:
+                ax.set_ylabel(cid, fontsize="small")
+    from matplotlib.patches import Patch
+
+    handles = [
+        Patch(color=CLASS_COLOURS[(c - 1) % len(CLASS_COLOURS)], label=names.get(c, str(c))) for c in range(1, k)
+    ]
+    fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize="small")
+    return fig
+
+
+# -- saving ---------------------------------------------------------------------------------------------------------
+
+
+def save_figure(fig: Any, out: str | Path) -> list[Path]:
+    """Write ``fig`` as ``<out>.png`` (150 dpi) and ``<out>.pdf`` (the suffix of ``out``, if any, is replaced)."""
+    out = Path(out)
+    stem = out.with_suffix("") if out.suffix.lower() in (".png", ".pdf", ".svg") else out
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = [stem.with_name(stem.name + ".png"), stem.with_name(stem.name + ".pdf")]
+    fig.savefig(paths[0], dpi=150)
+    fig.savefig(paths[1])
+    return paths
+
+
+def make_figure(
+    kind: str,
+    run_dirs: Iterable[str | Path | RunRecord],
+    out: str | Path | None = None,
+    *,
+    cases: Sequence[str] | None = None,
+    region: str = "certain",
+    device: str = "cpu",
+) -> list[Path]:
+    """Build figure ``kind`` (:data:`KINDS`) from ``run_dirs`` and save it (default ``results/figures/<kind>``)."""
+    if kind == "fig3":
+        fig = fig_pl_quality(run_dirs, region)
+    elif kind == "fig4":
+        fig = fig_pl_course(run_dirs, region)
+    elif kind == "masks":
+        fig = fig_masks(run_dirs, cases, device=device)
+    elif kind == "overlays":
+        fig = fig_overlays(run_dirs, cases, device=device)
+    elif kind == "curves":
+        fig = fig_curves(run_dirs)
+    else:
+        raise ValueError(f"unknown figure {kind!r}: use one of {', '.join(KINDS)}")
+    return save_figure(fig, out or Path("results/figures") / kind)

@@ -1,0 +1,198 @@
+"""``ssl-bench table``, ``leaderboard`` and ``figure``: argument parsers and command functions.
+
+:func:`add_parsers` is called by :func:`ssl_bench.cli.build_parser`; :data:`COMMANDS` maps the sub-command names
+to their functions (merged into ``ssl_bench.cli.COMMANDS``). Heavy imports happen inside the commands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+from pathlib import Path
+
+TABLE_EPILOG = """\
+cells: per run the mean over test cases, then mean ± std over seeds (n = runs found); the paper's value and
+Δ = measured − paper beside it; bold = best of the column; † = paired Wilcoxon test on per-case values against
+the table's baseline row, p < 0.05. Only finished runs count (manifest status "finished" + eval/test scores).
+
+examples:
+  ssl-bench table IX                                  # ACDC table from results/runs + results/records
+  ssl-bench table IX --missing                        # the `ssl-bench run` commands that would fill it
+  ssl-bench table IX --run-missing --jobs 2           # run them (skips finished, resumes killed runs)
+  ssl-bench table IX --preset smoke --dataset acdc=cardiac-phantom   # the protocol on the built-in phantom
+  ssl-bench table IX --export-records                 # copy the used runs' records to results/records
+"""
+
+
+def _results_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--results",
+        action="append",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="run folders to read, searched recursively (repeatable; default: results/runs or $SSL_BENCH_RESULTS, "
+        "and results/records)",
+    )
+
+
+def add_parsers(sub: argparse._SubParsersAction, plugin: argparse.ArgumentParser) -> None:
+    """Register the ``table``, ``leaderboard`` and ``figure`` sub-commands."""
+    fmt = argparse.RawDescriptionHelpFormatter
+    p = sub.add_parser(
+        "table",
+        parents=[plugin],
+        formatter_class=fmt,
+        epilog=TABLE_EPILOG,
+        help="render a paper table (II ... IX) from finished runs; list or run the missing ones",
+        description="Render table ID (ssl-bench list tables) from finished run folders, print it and write "
+        "results/tables/<ID>-<preset>.{md,tex,csv} and .provenance.json (run ids, config hashes, git sha per cell).",
+    )
+    p.add_argument("table_id", metavar="ID", help="table id: II, III, IV, V, VI, VII, VIII, IX")
+    _results_arg(p)
+    p.add_argument("--preset", default="cpu", help="preset of the runs to use and to start (default cpu)")
+    p.add_argument("--format", default="md", choices=["md", "tex", "csv", "html"], help="printed format")
+    p.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds per cell (default: the table's)")
+    p.add_argument(
+        "--dataset",
+        action="append",
+        default=None,
+        metavar="[FROM=]TO",
+        help="substitute a dataset, e.g. acdc=cardiac-phantom (TO alone: every dataset of the table)",
+    )
+    p.add_argument("--tables-dir", type=Path, default=Path("results/tables"), help="where files are written")
+    p.add_argument("--no-write", action="store_true", help="print only; write no files")
+    p.add_argument("--missing", action="store_true", help="print the commands that would fill the empty cells")
+    p.add_argument("--run-missing", action="store_true", help="run those commands, then render the table")
+    p.add_argument("--jobs", type=int, default=1, help="parallel runs for --run-missing (threads split)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads per run (default: cores / jobs)")
+    p.add_argument("--device", default=None, help="--device passed to the runs (default: theirs, auto)")
+    p.add_argument("--out", type=Path, default=None, help="results root new runs go to (default: first --results)")
+    p.add_argument(
+        "--stale-after",
+        type=float,
+        default=600.0,
+        metavar="SECONDS",
+        help="a run with status 'running' whose files are older than this is resumed; a fresher one is assumed "
+        "to be still running and left alone (default 600)",
+    )
+    p.add_argument(
+        "--export-records",
+        nargs="?",
+        const=Path("results/records"),
+        default=None,
+        type=Path,
+        metavar="DIR",
+        help="copy the lightweight files of the table's runs (never checkpoints) to DIR (default results/records)",
+    )
+
+    p = sub.add_parser(
+        "leaderboard",
+        parents=[plugin],
+        help="rank every method/estimator/backbone setting found in the results",
+        description="Every setting (dataset, labelled budget, preset, method, estimator, alpha, backbone) with "
+        "finished runs, ranked by the foreground mean of METRIC (mean ± std over seeds), with compute cost "
+        "and provenance.",
+    )
+    _results_arg(p)
+    p.add_argument("--dataset", default=None)
+    p.add_argument("--labeled", type=float, default=None, metavar="FRACTION|COUNT")
+    p.add_argument("--preset", default=None)
+    p.add_argument("--metric", default="dice", help="dice, jaccard, precision, recall, hd95_vox, asd_vox, ...")
+    p.add_argument("--format", default="md", choices=["md", "tex", "csv", "html"])
+    p.add_argument("--out", type=Path, default=None, help="also write the leaderboard to this file")
+
+    p = sub.add_parser(
+        "figure",
+        parents=[plugin],
+        help="paper figures from run folders (Fig. 3-9, training curves), PNG and PDF",
+        description="fig3: PPV/TPR/CSI of the initial pseudo-labels per estimator (bars); fig4: their course over "
+        "self-training; masks: uncertain-region masks over test images (Fig. 5/8; needs checkpoints); overlays: "
+        "contours of several runs vs ground truth (Fig. 6/7/9; needs checkpoints); curves: training loss and "
+        "validation Dice.",
+    )
+    p.add_argument("kind", choices=["fig3", "fig4", "masks", "overlays", "curves"])
+    p.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR")
+    p.add_argument("--out", type=Path, default=None, help="output file (PNG and PDF are both written)")
+    p.add_argument("--case", action="append", default=None, help="test case(s) to show (masks, overlays)")
+    p.add_argument("--region", default="certain", choices=["certain", "all"], help="fig3/fig4 pixels scored")
+    p.add_argument("--device", default="cpu")
+
+
+def cmd_table(args: argparse.Namespace) -> int:
+    from ssl_bench import tables
+    from ssl_bench.results import _as_dirs, export_records
+
+    spec = tables.get_spec(args.table_id)
+    dirs = _as_dirs(args.results)
+    dataset_map = tables.parse_dataset_map(args.dataset)
+    out = args.out or dirs[0]
+    if out not in dirs:
+        dirs = [out, *dirs]
+    result = tables.build_table(spec, dirs, preset=args.preset, seeds=args.seeds, dataset_map=dataset_map)
+    if args.missing or args.run_missing:
+        plan = tables.plan_missing(result, stale_s=args.stale_after)
+        print(tables.render_missing(result, plan, out, args.plugin), end="")
+        if args.missing and not args.run_missing:
+            return 0
+        on_finish = None
+        if args.export_records is not None:  # each finished run's record is kept at once (durable if killed)
+            lock = threading.Lock()
+
+            def on_finish(entry: tables.MissingRun, code: int) -> None:
+                if code == 0:
+                    with lock:
+                        export_records(tables.finished_runs_of(entry, out), args.export_records)
+
+        done = tables.run_missing(
+            plan,
+            out,
+            jobs=args.jobs,
+            threads=args.threads,
+            plugins=args.plugin,
+            device=args.device,
+            on_finish=on_finish,
+        )
+        failed = [entry for entry, code in done if code != 0]
+        print(f"# {len(done) - len(failed)} run(s) finished, {len(failed)} failed")
+        result = tables.build_table(spec, dirs, preset=args.preset, seeds=args.seeds, dataset_map=dataset_map)
+    print(tables.render(result, args.format), end="")
+    if not args.no_write:
+        written = tables.write_table(result, args.tables_dir, formats=[args.format])
+        print(f"\nwritten: {', '.join(str(p) for p in written)}", file=sys.stderr)
+    if args.export_records is not None:
+        used = {r.run_id: r for c in result.cells.values() for r in c.runs}
+        copied = export_records(used.values(), args.export_records)
+        print(f"records: {len(copied)} new under {args.export_records} ({len(used)} runs used)", file=sys.stderr)
+    return 0
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from ssl_bench.leaderboard import leaderboard, render_leaderboard
+
+    labeled = args.labeled
+    if labeled is not None and labeled > 1 and labeled == int(labeled):
+        labeled = int(labeled)
+    frame = leaderboard(args.results, dataset=args.dataset, labeled=labeled, preset=args.preset, metric=args.metric)
+    text = render_leaderboard(frame, args.format, metric=args.metric)
+    print(text, end="")
+    if args.out:
+        from ssl_bench.io import atomic_write_text
+
+        atomic_write_text(args.out, text)
+    return 0
+
+
+def cmd_figure(args: argparse.Namespace) -> int:
+    from ssl_bench import figures
+
+    written = figures.make_figure(
+        args.kind, args.run_dirs, out=args.out, cases=args.case, region=args.region, device=args.device
+    )
+    for path in written:
+        print(path)
+    return 0
+
+
+COMMANDS = {"table": cmd_table, "leaderboard": cmd_leaderboard, "figure": cmd_figure}
