@@ -163,6 +163,10 @@ def validate_config(cfg: RunConfig) -> None:
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
+    try:
+        method_cls.check_config(cfg, spec.dims)
+    except ValueError as exc:
+        raise ConfigError(f"method {cfg.method!r}: {exc}") from exc
     multiple = 2**cfg.model.depth
     if cfg.model.backbone.startswith("unet") and any(s % multiple for s in cfg.dataset.image_size):
         raise ConfigError(
@@ -176,12 +180,14 @@ def validate_config(cfg: RunConfig) -> None:
 def build_adapter(cfg: RunConfig) -> DatasetAdapter:
     cls = DATASETS.get(cfg.dataset.name)
     root = cfg.dataset.root or (os.environ.get(cls.root_env) if cls.root_env else None)
+    if not root and cls.needs_root and os.environ.get("SSL_BENCH_DATA"):  # $SSL_BENCH_DATA/<name>
+        root = os.path.join(os.path.expanduser(os.environ["SSL_BENCH_DATA"]), cfg.dataset.name)
     if cls.needs_root and not root:
         env = f" or set ${cls.root_env}" if cls.root_env else ""
-        raise DataError(
-            f"dataset {cfg.dataset.name!r} needs its data folder: pass --data-root DIR{env} "
-            "(see README, section Datasets)"
-        )
+        where = f"pass --data-root DIR{env} or set $SSL_BENCH_DATA"
+        if hasattr(cls, "missing"):  # real-data adapters: download page and expected layout
+            raise DataError(cls.missing(f"dataset {cfg.dataset.name!r} needs its data folder: {where}"))
+        raise DataError(f"dataset {cfg.dataset.name!r} needs its data folder: {where} (see README, section Datasets)")
     return cls(root) if root else cls()
 
 
