@@ -56,6 +56,7 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "ssl_bench.methods.vat",
     "ssl_bench.methods.coranet",
     "ssl_bench.datasets.phantom",
+    "ssl_bench.datasets.phantom3d",
     "ssl_bench.datasets.acdc",
     "ssl_bench.tables",
     "ssl_bench.datasets.common",
