@@ -377,6 +377,41 @@ class PancreasCT3D(_PancreasBase):
     name = "pancreas-ct-3d"
     spec = TaskSpec(dims=3, num_classes=2, label_names=("background", "pancreas"), modality="CT")
     root_env = "SSL_BENCH_PANCREAS_3D"
+    #: §IV-D / released code: V-Net, 96^3 crops, sliding window stride 16 x 16 x 4, 12 labelled volumes;
+    #: unlabelled volumes as one centre crop each (released code), so CoraNet's offline pseudo-labels apply
+    presets = {
+        "smoke": {
+            "model.backbone": "vnet",
+            "dataset.labeled": 12,
+            "dataset.patch_size": (16, 32, 32),
+            "eval.patch_size": (16, 32, 32),
+            "eval.stride": (8, 16, 16),
+            "dataset.unlabeled_views": "center",
+            "trainer.batch_size": 2,
+            "trainer.unlabeled_batch_size": 2,
+        },
+        "cpu": {
+            "model.backbone": "vnet",
+            "dataset.labeled": 12,
+            "dataset.patch_size": (48, 64, 64),
+            "eval.patch_size": (48, 64, 64),
+            "eval.stride": (24, 32, 32),
+            "dataset.unlabeled_views": "center",
+            "trainer.batch_size": 2,
+            "trainer.unlabeled_batch_size": 2,
+        },
+        "paper": {
+            "model.backbone": "vnet",
+            "dataset.labeled": 12,
+            "dataset.patch_size": (96, 96, 96),
+            "eval.patch_size": (96, 96, 96),
+            "eval.stride": (4, 16, 16),
+            "dataset.unlabeled_views": "center",
+            "trainer.batch_size": 4,
+            "trainer.unlabeled_batch_size": 4,
+            "trainer.epochs": 200,
+        },
+    }
     split_name = "pancreas-ct-3d"
     window: ClassVar[tuple[float, float]] = (-125.0, 275.0)
     margin: ClassVar[int] = 25

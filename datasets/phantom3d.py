@@ -35,6 +35,7 @@ class PancreasPhantom3D(PancreasPhantom):
             "eval.stride": (8, 16, 16),
             "trainer.batch_size": 2,
             "trainer.unlabeled_batch_size": 2,
+            "dataset.unlabeled_views": "center",
         },
         "cpu": {
             "model.backbone": "vnet",
@@ -43,6 +44,7 @@ class PancreasPhantom3D(PancreasPhantom):
             "eval.stride": (16, 24, 24),
             "trainer.batch_size": 2,
             "trainer.unlabeled_batch_size": 2,
+            "dataset.unlabeled_views": "center",
         },
         "paper": {
             "model.backbone": "vnet",
@@ -51,6 +53,7 @@ class PancreasPhantom3D(PancreasPhantom):
             "eval.stride": (4, 16, 16),
             "trainer.batch_size": 4,
             "trainer.unlabeled_batch_size": 4,
+            "dataset.unlabeled_views": "center",
         },
     }
 

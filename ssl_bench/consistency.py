@@ -16,7 +16,6 @@ Shapes: logits/probabilities ``[B, K, *S]``, masks ``[B, *S]``.
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -264,16 +263,7 @@ def align(stored: torch.Tensor, batch: Batch) -> torch.Tensor:
     return stored if batch.aug is None else apply_augment(stored, batch.aug)
 
 
-def rms_norm(x: torch.Tensor) -> torch.Tensor:
-    """Per-sample root-mean-square ``[B]`` of ``x [B, ...]``."""
-    return x.flatten(1).pow(2).mean(1).sqrt()
-
-
 def l2_normalize(d: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     """``d`` scaled to unit L2 norm per sample."""
     norm = d.flatten(1).norm(dim=1).clamp_min(eps)
     return d / norm.view(-1, *([1] * (d.ndim - 1)))
-
-
-def per_sample_numel(x: torch.Tensor) -> int:
-    return math.prod(x.shape[1:])

@@ -136,6 +136,15 @@ class DatasetAdapter(ABC):
     def load_case(self, case_id: str) -> Case:
         """Load one volume (image and label, see module docstring for shapes)."""
 
+    def split_info(self, selection: str = "first") -> dict[str, Any] | None:
+        """What a run records about its split (file, sha256, version, protocol); None for generated data."""
+        return None
+
+    @classmethod
+    def missing(cls, problem: str) -> str:
+        """Error text for a missing or wrong data folder (real-data adapters add the download page and layout)."""
+        return f"{problem} (see README, section Datasets)"
+
     def group(self, case_id: str) -> str:
         """Patient id of a case (labelled budgets and splits are per patient). Default: the case id."""
         return case_id

@@ -92,10 +92,12 @@ def resolve_config(
     cfg.dataset.name = normalize_name(dataset)
     cfg.params = method_cls.Config()
     aliases = tuple(a for a in {normalize_name(method), method_cls.config_prefix} if a)
+    dims = dataset_cls.spec.dims
     layers: list[dict[str, Any]] = [
         PRESETS[preset],
         dataset_cls.presets.get(preset, {}),
         method_cls.presets.get(preset, {}),
+        method_cls.presets.get(f"{preset}:{dims}d", {}),  # e.g. CoraNet's "paper:3d" (200 self-training epochs)
     ]
     if config_file:
         try:
@@ -185,9 +187,7 @@ def build_adapter(cfg: RunConfig) -> DatasetAdapter:
     if cls.needs_root and not root:
         env = f" or set ${cls.root_env}" if cls.root_env else ""
         where = f"pass --data-root DIR{env} or set $SSL_BENCH_DATA"
-        if hasattr(cls, "missing"):  # real-data adapters: download page and expected layout
-            raise DataError(cls.missing(f"dataset {cfg.dataset.name!r} needs its data folder: {where}"))
-        raise DataError(f"dataset {cfg.dataset.name!r} needs its data folder: {where} (see README, section Datasets)")
+        raise DataError(cls.missing(f"dataset {cfg.dataset.name!r} needs its data folder: {where}"))
     return cls(root) if root else cls()
 
 
@@ -366,6 +366,7 @@ def start_run(
         write_manifest(
             run_dir,
             data={
+                "split": adapter.split_info(cfg.dataset.selection),
                 "labelled_patients": trainer.data.labelled_patients,
                 "unlabelled_patients": trainer.data.unlabelled_patients,
                 "labelled_samples": len(trainer.data.source_l),

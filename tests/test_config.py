@@ -113,3 +113,20 @@ def test_backbone_dims_checked():
 
 def test_default_config_is_valid_dataclass():
     assert RunConfig().method == "unet"
+
+
+def test_pancreas_ct_3d_paper_preset_reproduces_section_iv_d():
+    """§IV-D: V-Net, 12 labelled volumes, 30 pre-training + 200 self-training epochs, stride 16 x 16 x 4."""
+    cfg = resolve_config("coranet", "pancreas-ct-3d", preset="paper")
+    assert cfg.model.backbone == "vnet" and cfg.dataset.labeled == 12
+    assert cfg.params.pretrain_epochs == 30 and cfg.trainer.epochs == 200
+    assert cfg.eval.stride == (4, 16, 16) and cfg.eval.patch_size == (96, 96, 96)
+    assert cfg.dataset.patch_size == (96, 96, 96)
+
+
+def test_offline_pseudo_labels_on_random_3d_crops_rejected():
+    with pytest.raises(ConfigError, match="unlabeled_views=center"):
+        resolve_config("coranet", "pancreas-phantom-3d", preset="smoke", overrides={"dataset.unlabeled_views": "random"})
+    cfg = resolve_config("coranet", "pancreas-phantom-3d", preset="smoke", overrides={
+        "dataset.unlabeled_views": "random", "params.pseudo_labels": "online"})
+    assert cfg.params.pseudo_labels == "online"
