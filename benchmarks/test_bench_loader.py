@@ -27,8 +27,8 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from ssl_bench.datasets.common import prepare_dataset
 
+from ssl_bench.datasets.common import prepare_dataset
 from ssl_bench.registry import BACKBONES, DATASETS
 from ssl_bench.streams import Stream, TensorSource
 from ssl_bench.transforms import prepare_slices

@@ -48,6 +48,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ssl_bench.data import Case, DatasetAdapter, SliceSet, TaskSpec, validate_label
 from ssl_bench.datasets.common import (
     CaseSummary,
     DatasetInfo,
@@ -60,8 +62,6 @@ from ssl_bench.datasets.common import (
     read_list,
     sha256_file,
 )
-
-from ssl_bench.data import Case, DatasetAdapter, SliceSet, TaskSpec, validate_label
 from ssl_bench.errors import DataError
 from ssl_bench.registry import DATASETS
 

@@ -37,9 +37,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -51,7 +49,7 @@ import numpy as np
 
 from ssl_bench.data import Case, DatasetAdapter, count_from_budget, validate_label
 from ssl_bench.errors import DataError
-from ssl_bench.io import atomic_write_json
+from ssl_bench.io import atomic_path, atomic_write_json
 
 SPLITS_DIR = Path(__file__).resolve().parent / "splits"
 SPLIT_FORMAT = "ssl-bench-splits"
@@ -348,32 +346,19 @@ class PreparedStore:
 
 
 def _write_case_file(path: Path, case: Case, phash: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        chunks = (1, *case.image.shape[1:]) if case.image.ndim == 3 and case.image.size else None
-        with h5py.File(tmp, "w") as fh:
-            fh.create_dataset(
-                "image", data=case.image.astype(np.float32), compression="gzip", compression_opts=4, shuffle=True,
-                chunks=chunks,
-            )  # fmt: skip
-            fh.create_dataset("label", data=case.label.astype(np.uint8), compression="gzip", chunks=chunks)
-            fh.attrs["case_id"] = case.case_id
-            fh.attrs["group"] = case.group
-            fh.attrs["preprocessing_hash"] = phash
-            fh.attrs["meta"] = json.dumps(case.meta, default=str)
-            if case.spacing is not None:
-                fh.attrs["spacing"] = np.asarray(case.spacing, dtype=np.float64)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    chunks = (1, *case.image.shape[1:]) if case.image.ndim == 3 and case.image.size else None
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as fh:
+        fh.create_dataset(
+            "image", data=case.image.astype(np.float32), compression="gzip", compression_opts=4, shuffle=True,
+            chunks=chunks,
+        )  # fmt: skip
+        fh.create_dataset("label", data=case.label.astype(np.uint8), compression="gzip", chunks=chunks)
+        fh.attrs["case_id"] = case.case_id
+        fh.attrs["group"] = case.group
+        fh.attrs["preprocessing_hash"] = phash
+        fh.attrs["meta"] = json.dumps(case.meta, default=str)
+        if case.spacing is not None:
+            fh.attrs["spacing"] = np.asarray(case.spacing, dtype=np.float64)
 
 
 def _finished_case(path: Path, phash: str) -> dict[str, Any] | None:

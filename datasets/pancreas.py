@@ -57,6 +57,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 from scipy import ndimage
+
+from ssl_bench.data import Case, TaskSpec, validate_label
 from ssl_bench.datasets.common import (
     DatasetInfo,
     RealDataset,
@@ -66,8 +68,6 @@ from ssl_bench.datasets.common import (
     natural_key,
     read_h5,
 )
-
-from ssl_bench.data import Case, TaskSpec, validate_label
 from ssl_bench.errors import DataError
 from ssl_bench.registry import DATASETS
 

@@ -35,9 +35,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from ssl_bench.datasets.common import DatasetInfo, RealDataset, _ellipsis, minmax, natural_key
 
 from ssl_bench.data import Case, TaskSpec
+from ssl_bench.datasets.common import DatasetInfo, RealDataset, _ellipsis, minmax, natural_key
 from ssl_bench.errors import DataError
 from ssl_bench.registry import DATASETS
 

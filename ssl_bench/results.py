@@ -35,6 +35,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from ssl_bench.config import flatten
 from ssl_bench.errors import RunDirError
 
 __all__ = [
@@ -88,17 +89,6 @@ def _as_dirs(results_dir: str | Path | Iterable[str | Path] | None) -> list[Path
     if isinstance(results_dir, (str, Path)):
         return [Path(results_dir)]
     return [Path(p) for p in results_dir]
-
-
-def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``."""
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        if isinstance(value, dict) and value:
-            out.update(flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def setting_hash(config: dict[str, Any]) -> str:

@@ -38,6 +38,7 @@ from ssl_bench.config import (
     apply_overrides,
     config_hash,
     dump_yaml,
+    flatten,
     load_run_config,
     to_dict,
 )
@@ -57,17 +58,6 @@ def default_out_dir() -> Path:
 
 
 # -- config resolution ----------------------------------------------------------------------------------------
-
-
-def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (the ``params`` section is flattened too)."""
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        if isinstance(value, dict) and value:
-            out.update(flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def resolve_config(

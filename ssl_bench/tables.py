@@ -394,9 +394,8 @@ def resolve_selector(sel: Selector) -> tuple[dict[str, Any] | None, str]:
     """``(expected config values, "")`` if ``sel`` can be run now, else ``(None, why not)``."""
     if sel in _RESOLVED:
         return _RESOLVED[sel]
-    from ssl_bench.config import to_dict
+    from ssl_bench.config import flatten, to_dict
     from ssl_bench.registry import BACKBONES, DATASETS, ESTIMATORS, METHODS
-    from ssl_bench.results import flatten
 
     reason = ""
     if sel.method not in METHODS:

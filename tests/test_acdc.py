@@ -5,8 +5,8 @@ from __future__ import annotations
 import h5py
 import numpy as np
 import pytest
-
 from helpers import acdc_root
+
 from ssl_bench.errors import DataError
 from ssl_bench.registry import DATASETS
 

@@ -127,8 +127,23 @@ def test_metrics_command_scores_files(tmp_path, capsys):
     pred = np.roll(ref, 1, axis=2)
     np.save(tmp_path / "ref.npy", ref)
     np.save(tmp_path / "pred.npy", pred)
-    assert main(["metrics", str(tmp_path / "pred.npy"), str(tmp_path / "ref.npy"), "--classes", "1",
-                 "--spacing", "2", "1", "1", "--json"]) == 0
+    assert (
+        main(
+            [
+                "metrics",
+                str(tmp_path / "pred.npy"),
+                str(tmp_path / "ref.npy"),
+                "--classes",
+                "1",
+                "--spacing",
+                "2",
+                "1",
+                "1",
+                "--json",
+            ]
+        )
+        == 0
+    )
     (row,) = json.loads(capsys.readouterr().out)
     assert row["dice"] == pytest.approx(2 * 60 / 144)  # 6x6x2 boxes shifted by one column: overlap 5x6x2
     assert row["hd"] == pytest.approx(1.0)

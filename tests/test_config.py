@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from ssl_bench.methods.supervised import SupervisedConfig
 
 from ssl_bench.config import RunConfig, apply_overrides, config_hash, dump_yaml, load_run_config, parse_set
 from ssl_bench.errors import ConfigError
+from ssl_bench.methods.supervised import SupervisedConfig
 from ssl_bench.runner import resolve_config
 
 
@@ -126,7 +126,13 @@ def test_pancreas_ct_3d_paper_preset_reproduces_section_iv_d():
 
 def test_offline_pseudo_labels_on_random_3d_crops_rejected():
     with pytest.raises(ConfigError, match="unlabeled_views=center"):
-        resolve_config("coranet", "pancreas-phantom-3d", preset="smoke", overrides={"dataset.unlabeled_views": "random"})
-    cfg = resolve_config("coranet", "pancreas-phantom-3d", preset="smoke", overrides={
-        "dataset.unlabeled_views": "random", "params.pseudo_labels": "online"})
+        resolve_config(
+            "coranet", "pancreas-phantom-3d", preset="smoke", overrides={"dataset.unlabeled_views": "random"}
+        )
+    cfg = resolve_config(
+        "coranet",
+        "pancreas-phantom-3d",
+        preset="smoke",
+        overrides={"dataset.unlabeled_views": "random", "params.pseudo_labels": "online"},
+    )
     assert cfg.params.pseudo_labels == "online"

@@ -14,6 +14,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 from helpers import acdc_root
+
 from ssl_bench.datasets.common import (
     PreparedStore,
     check_dataset,
@@ -21,7 +22,6 @@ from ssl_bench.datasets.common import (
     prepare_dataset,
     seeded_order,
 )
-
 from ssl_bench.errors import DataError
 from ssl_bench.registry import DATASETS
 

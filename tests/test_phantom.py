@@ -8,10 +8,10 @@ import warnings
 
 import numpy as np
 import pytest
-from ssl_bench.datasets import phantom
-from ssl_bench.datasets.phantom import CardiacPhantom, PancreasPhantom
 
 from ssl_bench.data import SliceSet, validate_label
+from ssl_bench.datasets import phantom
+from ssl_bench.datasets.phantom import CardiacPhantom, PancreasPhantom
 from ssl_bench.errors import DataError
 
 PHANTOMS = [CardiacPhantom, PancreasPhantom]

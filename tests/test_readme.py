@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 from helpers import run_cli_subprocess
+
 from ssl_bench.cli import main
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
