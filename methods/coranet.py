@@ -16,7 +16,7 @@ The method, side by side with the paper (``protocol="paper"``, the default):
 * UC-SN (Eq. 8-9): squared difference between the student's and the EMA teacher's (beta = 0.99) softmax on the
   uncertain pixels. L = L_crm + L_c-sn + L_cnt, weights 1:1 (§III-D3).
 * Schedule (Algorithm 1, §IV-A): pre-train on labelled data (30 epochs), then self-train with labelled and
-  unlabelled data (100 epochs); pseudo-labels and masks are recomputed over the whole unlabelled set every
+  unlabelled data (100 epochs; ``trainer.epochs`` = 130 counts both, so baselines get the same budget); pseudo-labels and masks are recomputed over the whole unlabelled set every
   5 epochs (at the end of pre-training and every ``refresh_every`` self-training epochs).
 
 Multi-class (§IV-F; the paper gives no detail, this design is ours): the con and rad heads hold one binary
@@ -127,7 +127,8 @@ class CoraNetConfig:
     protocol: str = "paper"
     #: misclassification cost alpha of Eq. 1 (Table VIII: 1, 2, 5, 10)
     alpha: float = 5.0
-    #: labelled-only pre-training epochs (Algorithm 1 line 2; §IV-A: 30)
+    #: labelled-only pre-training epochs (Algorithm 1 line 2; §IV-A: 30), counted in ``trainer.epochs``: the
+    #: self-training stage gets the rest, so every method of a comparison trains for the same number of epochs
     pretrain_epochs: int = 30
     #: epochs between refreshes of the stored pseudo-labels and masks (§IV-A: 5)
     refresh_every: int = 5
@@ -161,10 +162,11 @@ class CoraNet(Method):
     config_prefix = "coranet"
     presets = {
         "smoke": {"params.pretrain_epochs": 1, "params.refresh_every": 1},
-        "cpu": {"params.pretrain_epochs": 3, "trainer.epochs": 7, "params.refresh_every": 2},
-        "paper": {"params.pretrain_epochs": 30, "trainer.epochs": 100, "params.refresh_every": 5},
+        "cpu": {"params.pretrain_epochs": 3, "params.refresh_every": 2},
+        # trainer.epochs is the whole budget: 30 pre-training + 100 self-training epochs (§IV-A)
+        "paper": {"params.pretrain_epochs": 30, "trainer.epochs": 130, "params.refresh_every": 5},
         # §IV-D: 3D CoraNet pre-trains 30 epochs and self-trains 200
-        "paper:3d": {"params.pretrain_epochs": 30, "trainer.epochs": 200, "params.refresh_every": 5},
+        "paper:3d": {"params.pretrain_epochs": 30, "trainer.epochs": 230, "params.refresh_every": 5},
     }
 
     def __init__(self, cfg: Any, ctx: MethodContext) -> None:
@@ -181,6 +183,11 @@ class CoraNet(Method):
                 raise ValueError(f"params.{name} must be one of {allowed}, got {value!r}")
         if c.alpha <= 0 or c.refresh_every < 1 or c.pretrain_epochs < 0:
             raise ValueError("need alpha > 0, refresh_every >= 1 and pretrain_epochs >= 0")
+        if c.pretrain_epochs >= ctx.epochs:
+            raise ValueError(
+                f"params.pretrain_epochs ({c.pretrain_epochs}) must be below trainer.epochs "
+                f"({ctx.epochs}), which counts pre-training and self-training together"
+            )
         if c.pseudo_labels == "offline" and c.pretrain_epochs < 1 and self.uses_unlabeled:
             raise ValueError(
                 "offline pseudo-labels are computed at the end of pre-training: set "
@@ -216,8 +223,9 @@ class CoraNet(Method):
     # -- schedule -------------------------------------------------------------------------------------------------
 
     def stages(self) -> list[Stage]:
-        stages = [Stage("pretrain", self.cfg.pretrain_epochs, unlabeled=False)] if self.cfg.pretrain_epochs else []
-        return [*stages, Stage("self-train", self.ctx.epochs, unlabeled=self.uses_unlabeled)]
+        pre = self.cfg.pretrain_epochs
+        stages = [Stage("pretrain", pre, unlabeled=False)] if pre else []
+        return [*stages, Stage("self-train", self.ctx.epochs - pre, unlabeled=self.uses_unlabeled)]
 
     # -- losses ---------------------------------------------------------------------------------------------------
 

@@ -112,7 +112,7 @@ def _check_dims(method_cls: type[Method], d: int, bb_name: str, estimator: str |
             raise ConfigError(f"method {method_cls.__name__} does not take --estimator")
         params = replace(params, estimator=estimator)
     factory = functools.partial(BACKBONES.get(bb_name), 1, spec.num_classes, width=4, depth=2, norm="batch")
-    ctx = MethodContext(spec=spec, backbone_factory=factory, epochs=2)
+    ctx = MethodContext(spec=spec, backbone_factory=factory, epochs=100)  # room for any pre-training stage
     torch.manual_seed(0)
     try:
         method = method_cls(params, ctx)

@@ -119,7 +119,7 @@ def test_pancreas_ct_3d_paper_preset_reproduces_section_iv_d():
     """§IV-D: V-Net, 12 labelled volumes, 30 pre-training + 200 self-training epochs, stride 16 x 16 x 4."""
     cfg = resolve_config("coranet", "pancreas-ct-3d", preset="paper")
     assert cfg.model.backbone == "vnet" and cfg.dataset.labeled == 12
-    assert cfg.params.pretrain_epochs == 30 and cfg.trainer.epochs == 200
+    assert cfg.params.pretrain_epochs == 30 and cfg.trainer.epochs == 30 + 200  # epochs count both stages
     assert cfg.eval.stride == (4, 16, 16) and cfg.eval.patch_size == (96, 96, 96)
     assert cfg.dataset.patch_size == (96, 96, 96)
 

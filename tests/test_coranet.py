@@ -27,7 +27,7 @@ def make(num_classes=2, **cfg):
     spec = TaskSpec(dims=2, num_classes=num_classes, label_names=tuple(f"c{i}" for i in range(num_classes)))
     factory = functools.partial(unet2d, 1, num_classes, width=4, depth=2)
     torch.manual_seed(0)
-    return CoraNet(CoraNetConfig(**cfg), MethodContext(spec=spec, backbone_factory=factory, epochs=4))
+    return CoraNet(CoraNetConfig(**cfg), MethodContext(spec=spec, backbone_factory=factory, epochs=40))
 
 
 def step_info(stage="self-train", stage_step=0):
@@ -115,7 +115,7 @@ def test_ablations_are_configurations(name, terms):
     cls = METHODS.get(name)
     assert issubclass(cls, CoraNet)
     spec = TaskSpec(dims=2, num_classes=2, label_names=("bg", "fg"))
-    method = cls(cls.Config(), MethodContext(spec, functools.partial(unet2d, 1, 2, width=4, depth=2), 4))
+    method = cls(cls.Config(), MethodContext(spec, functools.partial(unet2d, 1, 2, width=4, depth=2), 40))
     x = torch.randn(2, 1, 16, 16)
     batch_u = Batch(x, None, torch.arange(2)) if cls.uses_unlabeled else None
     out = method.training_step(Batch(x, torch.randint(0, 2, (2, 16, 16)), torch.arange(2)), batch_u, step_info())
