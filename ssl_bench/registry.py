@@ -194,6 +194,7 @@ REGISTRIES: dict[str, Registry[Any]] = {
 _DISCOVERED = False
 _PLUGIN_MODULES: dict[str, str] = {}  # module name -> plugin file path
 _PLUGIN_FILES: dict[str, str] = {}  # resolved path -> sha256
+_PLUGIN_SOURCES: dict[str, tuple[str, bytes]] = {}  # sha256 -> (file name, source bytes) as loaded
 
 
 def discover() -> None:
@@ -223,10 +224,6 @@ def discover() -> None:
         raise
 
 
-def file_sha256(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def load_plugin_file(path: str | Path) -> str:
     """Import a ``--plugin`` file (which registers things as it is imported); returns its sha256.
 
@@ -240,7 +237,11 @@ def load_plugin_file(path: str | Path) -> str:
     resolved = str(p.resolve())
     if resolved in _PLUGIN_FILES:
         return _PLUGIN_FILES[resolved]
-    digest = file_sha256(p)
+    source = p.read_bytes()
+    digest = hashlib.sha256(source).hexdigest()
+    if digest in _PLUGIN_SOURCES:  # the same code under another path (e.g. a run folder's copy): loaded
+        _PLUGIN_FILES[resolved] = digest
+        return digest
     module_name = f"ssl_bench_plugin_{p.stem}_{digest[:12]}"
     _PLUGIN_MODULES[module_name] = resolved
     spec = importlib.util.spec_from_file_location(module_name, p)
@@ -257,9 +258,10 @@ def load_plugin_file(path: str | Path) -> str:
         sys.modules.pop(module_name, None)
         raise PluginError(f"plugin {path} failed to import: {type(exc).__name__}: {exc}") from exc
     _PLUGIN_FILES[resolved] = digest
+    _PLUGIN_SOURCES[digest] = (p.name, source)
     return digest
 
 
-def loaded_plugins() -> dict[str, str]:
-    """Plugin files loaded so far: resolved path -> sha256."""
-    return dict(_PLUGIN_FILES)
+def plugin_sources() -> dict[str, tuple[str, bytes]]:
+    """Code of every plugin loaded so far, as it was when loaded: sha256 -> (file name, bytes)."""
+    return dict(_PLUGIN_SOURCES)

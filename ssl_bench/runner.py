@@ -18,7 +18,6 @@ from __future__ import annotations
 import functools
 import os
 import platform
-import shutil
 import subprocess
 import sys
 import time
@@ -45,9 +44,9 @@ from ssl_bench.config import (
 from ssl_bench.data import DatasetAdapter
 from ssl_bench.errors import ConfigError, DataError, RunDirError, SSLBenchError, TrainingError
 from ssl_bench.evaluate import evaluate_cases, format_summary_table, summarize, volume_predictor, write_eval
-from ssl_bench.io import atomic_write_json, read_json
+from ssl_bench.io import atomic_write, atomic_write_json, read_json
 from ssl_bench.method import Method, MethodContext
-from ssl_bench.registry import BACKBONES, DATASETS, METHODS, load_plugin_file, loaded_plugins, normalize_name
+from ssl_bench.registry import BACKBONES, DATASETS, METHODS, load_plugin_file, normalize_name, plugin_sources
 from ssl_bench.streams import derive_seed
 from ssl_bench.trainer import StopRequested, Trainer, seed_everything
 from ssl_bench.transforms import AUGMENTATIONS
@@ -259,17 +258,11 @@ def plan_run_dir(cfg: RunConfig, out: Path | None) -> Path:
 
 
 def copy_plugins(run_dir: Path) -> dict[str, str]:
-    """Copy loaded plugin files into ``run_dir/plugins`` (named by hash prefix); returns name -> sha256."""
-    plugins = loaded_plugins()
-    if not plugins:
-        return {}
-    (run_dir / "plugins").mkdir(exist_ok=True)
+    """Write the loaded plugins' code (as loaded) into ``run_dir/plugins``, named by hash prefix; name -> sha256."""
     recorded = {}
-    for path, digest in plugins.items():
-        name = f"{digest[:12]}-{Path(path).name}"
-        dest = run_dir / "plugins" / name
-        if not dest.exists():
-            shutil.copy2(path, dest)
+    for digest, (filename, source) in plugin_sources().items():
+        name = filename if filename.startswith(digest[:12]) else f"{digest[:12]}-{filename}"
+        atomic_write(run_dir / "plugins" / name, lambda fh, data=source: fh.write(data))
         recorded[name] = digest
     return recorded
 
