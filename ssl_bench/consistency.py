@@ -8,7 +8,7 @@
   (dropout on/off and BatchNorm mode for a pass, never touching BN running statistics), :func:`mean_probs`
   (mean softmax of T stochastic passes);
 * :class:`ConsistencyConfig` / :class:`ConsistencyMethod`: the base of the consistency-type methods (supervised
-  loss, ramped weight, joint labelled+unlabelled forward, the ``loss = sup + w * unsup`` bookkeeping).
+  loss, ramped weight, labelled/unlabelled forwards, the ``loss = sup + w * unsup`` bookkeeping).
 
 Shapes: logits/probabilities ``[B, K, *S]``, masks ``[B, *S]``.
 """
@@ -16,7 +16,7 @@ Shapes: logits/probabilities ``[B, K, *S]``, masks ``[B, *S]``.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -195,6 +195,9 @@ class ConsistencyConfig:
     delay: float = 0.0
     #: dropout of the U-Net bottleneck and last feature (None: model.dropout)
     dropout: float | None = None
+    #: one student forward over labelled + unlabelled images together (the UA-MT/SSL4MIS code; BatchNorm statistics
+    #: over both) instead of one per batch; see ConsistencyMethod.forward_split
+    joint_bn: bool = False
 
 
 class ConsistencyMethod(Method):
@@ -229,14 +232,28 @@ class ConsistencyMethod(Method):
         assert label is not None, "labelled batch without labels"
         return supervised_loss(logits_l, label, self.cfg.loss)
 
-    def joint_forward(self, batch_l: Batch, batch_u: Batch | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Student logits of the labelled and unlabelled batch from one forward pass (BatchNorm statistics over
-        both, as the UA-MT and SSL4MIS reference code does)."""
-        if batch_u is None:
-            return self.student(batch_l.image), None
-        logits = self.student(torch.cat([batch_l.image, batch_u.image]))
-        n = batch_l.image.shape[0]
-        return logits[:n], logits[n:]
+    def forward_split(self, fn: Callable[[torch.Tensor], Any], x_l: torch.Tensor, x_u: torch.Tensor | None) -> Any:
+        """``(fn(x_l), fn(x_u))`` (``fn(x_u)`` None if ``x_u`` is None); with ``joint_bn``, one call on the
+        concatenation, split back (tensors, or dicts of tensors such as ``forward_heads``).
+
+        Separate calls are the default: with a joint call, BatchNorm's batch statistics mix the images, so the
+        supervised loss also moves the unlabelled images' features to shift the normalisation of the labelled ones;
+        on the smoke-size phantom (batches of 2 + 2) that trained to the same CE and lost 0.3-0.5 mean Dice at test
+        time (running statistics), for any unlabelled term.
+        """
+        if x_u is None:
+            return fn(x_l), None
+        if not self.cfg.joint_bn:
+            return fn(x_l), fn(x_u)
+        n = x_l.shape[0]
+        out = fn(torch.cat([x_l, x_u]))
+        if isinstance(out, dict):
+            return {k: v[:n] for k, v in out.items()}, {k: v[n:] for k, v in out.items()}
+        return out[:n], out[n:]
+
+    def student_forward(self, batch_l: Batch, batch_u: Batch | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Student logits of the labelled and the unlabelled batch (see :meth:`forward_split`)."""
+        return self.forward_split(self.student, batch_l.image, None if batch_u is None else batch_u.image)
 
     @staticmethod
     def combine(
