@@ -16,8 +16,9 @@ The method, side by side with the paper (``protocol="paper"``, the default):
 * UC-SN (Eq. 8-9): squared difference between the student's and the EMA teacher's (beta = 0.99) softmax on the
   uncertain pixels. L = L_crm + L_c-sn + L_cnt, weights 1:1 (§III-D3).
 * Schedule (Algorithm 1, §IV-A): pre-train on labelled data (30 epochs), then self-train with labelled and
-  unlabelled data (100 epochs; ``trainer.epochs`` = 130 counts both, so baselines get the same budget); pseudo-labels and masks are recomputed over the whole unlabelled set every
-  5 epochs (at the end of pre-training and every ``refresh_every`` self-training epochs).
+  unlabelled data (100 epochs; ``trainer.epochs`` = 130 counts both, so baselines get the same budget);
+  pseudo-labels and masks are recomputed over the whole unlabelled set every 5 epochs (at the end of
+  pre-training and every ``refresh_every`` self-training epochs).
 
 Multi-class (§IV-F; the paper gives no detail, this design is ours): the con and rad heads hold one binary
 one-vs-rest sub-task per foreground class c (2 channels each, costs as in Eq. 1). A head's K-class map is the
