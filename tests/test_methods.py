@@ -62,3 +62,12 @@ class NoUnsup(Supervised):
     load_plugin_file(plugin)
     results = check_method("ssl-without-unsup", dims=(2,))
     assert any(r.name.startswith("unsup terms") and not r.ok for r in results)
+
+
+@pytest.mark.parametrize("backbone", ["vnet", "resnet18-3d"])
+@pytest.mark.parametrize("name", ["coranet", "mean-teacher", "ua-mt"])
+def test_3d_methods_pass_the_contract_on_each_3d_backbone(name, backbone):
+    results = check_method(name, backbone=backbone, dims=(3,))
+    failed = [f"{r.name}: {r.detail}" for r in results if not r.ok]
+    assert not failed, failed
+    assert any(r.name == "build" and backbone in r.detail for r in results)
