@@ -199,10 +199,12 @@ class CoraNet(Method):
         k = self.spec.num_classes
         self.estimator: UncertaintyEstimator = build_estimator(c.estimator, c.estimator_options, k)
         self.crm = isinstance(self.estimator, ConservativeRadicalDisagreement)
-        dropout = getattr(self.estimator, "required_dropout", lambda: 0.0)()
+        dropout = self.estimator.required_dropout()
         self.student = ctx.build_backbone(self.estimator.required_heads(), main_head="conv", dropout=dropout)
+        # an estimator that never marks pixels uncertain (`none`) leaves UC-SN nothing to train on
+        self.mt_region = c.mt_region if (self.estimator.marks_uncertain or c.mt_region != "uncertain") else "none"
         self.teacher = None
-        if c.mt_region != "none":
+        if self.mt_region != "none":
             self.teacher = EMATeacher(self.student, c.ema_decay, warmup=c.protocol == "paper")
         # Eq. 1: costs for [background, foreground] of every sub-task
         alpha = self.estimator.alpha if self.crm and self.estimator.alpha is not None else c.alpha
@@ -266,6 +268,10 @@ class CoraNet(Method):
             total = total + cs["con"] + cs["rad"]
         n_terms = (2 if released else 1) + (2 if self.crm else 0)
         out["sup/total"] = total / n_terms if released else total
+        head = self.estimator.head_loss(heads, y)  # e.g. the aleatoric estimator's variance head
+        if head is not None:
+            out["sup/estimator_head"] = head
+            out["sup/total"] = out["sup/total"] + head
         return out
 
     def training_step(self, batch_l: Batch, batch_u: Batch | None, step: StepInfo) -> dict[str, torch.Tensor]:
@@ -281,7 +287,7 @@ class CoraNet(Method):
         heads_u = self.student.forward_heads(batch_u.image, ["con", "rad"] if (self.crm and released) else [])
         st_mask = {"certain": certain, "all": torch.ones_like(certain), "none": None}[self.cfg.st_region]
         mt_mask = {"uncertain": ~certain, "certain": certain, "all": torch.ones_like(certain), "none": None}[
-            self.cfg.mt_region
+            self.mt_region
         ]
         logs["mask/certain_frac"] = certain.float().mean()
         if released:

@@ -197,6 +197,7 @@ class NoMaskEstimator(_Estimator):
     """No mask: every pixel is certain (the control run; UA-MT issue #3)."""
 
     Config = NoMaskConfig
+    marks_uncertain = False
 
     @torch.no_grad()
     def estimate(self, net: SegNet, x: torch.Tensor, step: StepInfo | None = None) -> UncertaintyMap:

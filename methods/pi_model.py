@@ -8,9 +8,10 @@ segmentation reference implementation (not in SSL4MIS, UA-MT or CoraNet): this o
 Method (Laine & Aila, Algorithm 1, adapted per pixel):
 
 * every training image x_i is evaluated twice, z_i = f(x_i) and z~_i = f(x_i'), with independent Gaussian input
-  noise (sigma = 0.15 in the paper), independent dropout masks (p = 0.5 on the U-Net bottleneck and last feature)
-  and, for the second pass, a random rot90/flip that is inverted on its output, so both predictions live on the
-  same pixel grid (the paper's augmentations are random translations and flips of the whole image);
+  noise (sigma = 0.15 in the paper), independent dropout masks (the ``paper`` preset: p = 0.5 on the U-Net
+  bottleneck and last feature; the paper's network has dropout 0.5) and, for the second pass, a random rot90/flip
+  that is inverted on its output, so both predictions live on the same pixel grid (the paper's augmentations are
+  random translations and flips of the whole image);
 * loss = CE on the labelled pixels of z + w(t) * mean over pixels of (1/K) ||softmax(z) - softmax(z~)||^2, on
   labelled *and* unlabelled images (as the paper: the squared difference is applied to every training input);
 * both passes carry gradients (as in the paper); ``detach_target=true`` stops it through z~;
@@ -24,6 +25,8 @@ Deviations:
   config); the default 1.0 is a moderate value for short runs.
 * labelled and unlabelled images go through the network in separate forward passes (``joint_bn=true``: together,
   as the paper's mixed minibatches); see :meth:`~ssl_bench.consistency.ConsistencyMethod.forward_split`.
+* no dropout in the smoke/cpu presets (0.5 in ``paper``): half the channels of a width-8/16 U-Net is too much
+  (see :mod:`~ssl_bench.methods.mean_teacher`); noise and the rot90/flip still make the passes differ.
 * pixel-wise consistency on softmax maps of the U-Net instead of class vectors; rot90/flip instead of
   translations (translations would need padding and cropping of the label maps); the paper's Adam schedule and
   mean-only BatchNorm are not reproduced (the suite's optimiser config and the U-Net's BatchNorm are used).
@@ -50,8 +53,9 @@ class PiModelConfig(ConsistencyConfig):
 
     #: w_max (the paper: 100 scaled by the labelled fraction; `paper` preset 20)
     weight: float = 1.0
-    #: dropout of the U-Net bottleneck and last feature (the paper's network: 0.5; None: model.dropout)
-    dropout: float | None = 0.5
+    #: dropout of the U-Net bottleneck and last feature (None: model.dropout; the paper's network and the `paper`
+    #: preset: 0.5)
+    dropout: float | None = None
     #: Gaussian input noise of each pass: std and clamp (the paper: 0.15, no clamp)
     noise_std: float = 0.15
     noise_clip: float | None = None
@@ -72,7 +76,7 @@ class PiModel(ConsistencyMethod):
         "smoke": {},
         "cpu": {},
         # Laine & Aila: w_max = 100 * M/N (20 % labelled), ramp-up over 80 of 300 epochs
-        "paper": {"params.weight": 20.0, "params.rampup": 80 / 300},
+        "paper": {"params.weight": 20.0, "params.rampup": 80 / 300, "params.dropout": 0.5},
     }
 
     def __init__(self, cfg: Any, ctx: MethodContext) -> None:

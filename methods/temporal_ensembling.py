@@ -11,7 +11,8 @@ Method (Laine & Aila, Algorithm 2):
   z_i the network's softmax for image i, and the training target is the bias-corrected z^_i = Z_i / (1 - alpha^t),
   t = number of updates so far (alpha = 0.6);
 * loss = CE on labelled pixels + w(t) * mean over pixels of (1/K) ||softmax(f(x_i)) - z^_i||^2, with Gaussian input
-  noise (sigma = 0.15) and dropout (0.5) on the training passes;
+  noise (sigma = 0.15) and dropout (0.5; the ``paper`` preset, none in smoke/cpu as for the Π-model) on the
+  training passes;
 * before the first update there are no targets: Z = 0 and w = 0 (the paper: "w(t) ... zero on the first training
   epoch"); afterwards w(t) = w_max * exp(-5 (1 - t)^2) ramp-up.
 
@@ -98,8 +99,8 @@ class TemporalEnsemblingConfig(ConsistencyConfig):
 
     #: w_max (the paper: 30 scaled by the labelled fraction; `paper` preset 6)
     weight: float = 1.0
-    #: dropout of the U-Net bottleneck and last feature (None: model.dropout)
-    dropout: float | None = 0.5
+    #: dropout of the U-Net bottleneck and last feature (None: model.dropout; the paper and the `paper` preset: 0.5)
+    dropout: float | None = None
     #: ensemble momentum alpha (the paper: 0.6)
     alpha: float = 0.6
     #: Gaussian input noise of the training and target passes: std and clamp (the paper: 0.15, no clamp)
@@ -122,7 +123,7 @@ class TemporalEnsembling(ConsistencyMethod):
         "smoke": {},
         "cpu": {},
         # Laine & Aila: w_max = 30 * M/N (20 % labelled), ramp-up over 80 of 300 epochs
-        "paper": {"params.weight": 6.0, "params.rampup": 80 / 300},
+        "paper": {"params.weight": 6.0, "params.rampup": 80 / 300, "params.dropout": 0.5},
         # 3D: one target per unlabelled volume needs fixed views (random crops are refused)
         "smoke:3d": {"dataset.unlabeled_views": "center"},
         "cpu:3d": {"dataset.unlabeled_views": "center"},

@@ -16,8 +16,10 @@ with its options in ``params.estimator_options``. The estimator inspects the tea
 Stochasticity of the teacher passes: input noise *and* dropout. The LA reference builds its V-Net with
 ``has_dropout=True`` (Dropout3d(0.5) on the bottleneck and after the last decoder block) and keeps the teacher in
 ``train()``, so its 8 passes sample dropout as well as noise; SSL4MIS's U-Net has encoder dropout and does the same.
-Our U-Net has dropout at the same two places (``dropout=0.5`` here); ``estimator_options={"dropout": false}`` gives
-noise-only passes.
+Our U-Net has dropout at the same two places: the ``paper`` preset sets ``dropout=0.5`` as the reference; the
+smoke/cpu presets build no dropout (see :mod:`~ssl_bench.methods.mean_teacher`), so their passes are noise-only, and
+``estimator_options={"dropout": false}`` gives noise-only passes with any backbone. An estimator that needs dropout
+(``mc-dropout``) gets it through ``required_dropout()``.
 
 Deviations:
 
@@ -72,8 +74,8 @@ class UAMT(MeanTeacher):
     presets = {
         "smoke": {},
         "cpu": {},
-        # the reference ramps the consistency weight (and the entropy threshold) over the whole run
-        "paper": {"params.rampup": 1.0},
+        # the reference ramps the consistency weight (and the entropy threshold) over the whole run; V-Net dropout
+        "paper": {"params.rampup": 1.0, "params.dropout": 0.5},
     }
 
     def __init__(self, cfg: Any, ctx: MethodContext) -> None:
@@ -81,10 +83,10 @@ class UAMT(MeanTeacher):
         if cfg.target not in TARGETS:
             raise ValueError(f"params.target must be one of {TARGETS}, got {cfg.target!r}")
         estimator = build_estimator(cfg.estimator, cfg.estimator_options, ctx.spec.num_classes)
-        required = float(getattr(estimator, "required_dropout", lambda: 0.0)())
+        required = float(estimator.required_dropout())
         super().__init__(cfg, ctx, extra_heads=estimator.required_heads(), min_dropout=required)
         self.estimator: UncertaintyEstimator = estimator
-        self._head_loss = getattr(estimator, "head_loss", None) if estimator.required_heads() else None
+        self._head_loss = estimator.head_loss if estimator.required_heads() else None
 
     def _forward(self, batch_l: Batch, batch_u: Batch | None) -> tuple[torch.Tensor, torch.Tensor | None, Any]:
         """Student logits; also the labelled part's extra heads when the estimator trains one."""

@@ -143,11 +143,11 @@ def _check_dims(method_cls: type[Method], d: int, bb_name: str, estimator: str |
         use_u = stage.unlabeled and method_cls.uses_unlabeled
         pending: set[str] | None = None  # unsup terms whose gradient is still to be verified
         k = 0
-        # step 0 starts the stage; later steps sit at the end of its schedule, where ramped weights are non-zero.
+        # step 0 starts the stage; later steps sit mid-schedule, where ramped weights and thresholds are non-trivial.
         # A term that is exactly 0 on a step (e.g. an empty certain region early in training) is tested again on
         # the next step, up to MAX_GRADIENT_TRIES steps.
         while k < 2 or (pending and k < 1 + MAX_GRADIENT_TRIES):
-            stage_step = 0 if k == 0 else 2 * max(1, stage.epochs) - 1
+            stage_step = 0 if k == 0 else max(1, stage.epochs)  # mid-stage: ramps well above 0, not saturated
             info = StepInfo(
                 step=step,
                 epoch=stage_step // 2,

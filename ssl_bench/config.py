@@ -350,6 +350,11 @@ def _set_path(obj: Any, parts: list[str], value: Any, full_key: str) -> None:
     if head not in names:
         prefix = full_key[: len(full_key) - len(".".join(parts))]
         raise ConfigError(_unknown_key_message(full_key, [prefix + n for n in names]))
+    if rest and isinstance(getattr(obj, head), dict):  # free-form options, e.g. params.estimator_options.T=4
+        options = dict(getattr(obj, head))
+        options[".".join(rest)] = yaml.safe_load(value) if isinstance(value, str) else value
+        setattr(obj, head, options)
+        return
     if rest:
         child = getattr(obj, head)
         if child is None:

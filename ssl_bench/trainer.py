@@ -254,7 +254,10 @@ class Trainer:
                 rec = json.loads(line)
             except json.JSONDecodeError:
                 continue  # a line cut by the kill
-            if (rec.get("type") == "train" and rec.get("step", 0) <= self.step) or rec in self.history:
+            kind, step = rec.get("type"), rec.get("step", 0)
+            # epoch records at the checkpoint's step exist only if the checkpoint was written after the epoch end
+            epoch_done = kind == "epoch" and (step < self.step or (step == self.step and self.iter_in_epoch == 0))
+            if (kind == "train" and step <= self.step) or epoch_done or rec in self.history:
                 keep.append(line)
         atomic_write_text(self.metrics_path, "".join(k + "\n" for k in keep))
 

@@ -52,10 +52,13 @@ class UncertaintyEstimator:
     """Base class of estimator plugins (register with ``@ESTIMATORS.register(name)``).
 
     Class attributes:
-        Config: options dataclass (set through the owning method's ``params.estimator_params``).
+        Config: options dataclass (set through the owning method's ``params.estimator_options``).
+        marks_uncertain: False for estimators that never mark a pixel uncertain (``none``); methods then skip
+            their uncertain-region terms instead of training an always-empty loss.
     """
 
     Config: ClassVar[type] = NoEstimatorParams
+    marks_uncertain: ClassVar[bool] = True
 
     def __init__(self, cfg: Any = None, num_classes: int = 2) -> None:
         self.cfg = cfg if cfg is not None else self.Config()
@@ -64,6 +67,15 @@ class UncertaintyEstimator:
     def required_heads(self) -> list[HeadSpec]:
         """Extra heads the inspected network must have (default none)."""
         return []
+
+    def required_dropout(self) -> float:
+        """Dropout probability the inspected network must be built with (0: none needed)."""
+        return 0.0
+
+    def head_loss(self, heads: dict[str, torch.Tensor], target: torch.Tensor) -> torch.Tensor | None:
+        """Supervised loss that trains the estimator's extra heads on labelled data (``heads`` from
+        ``forward_heads``, ``target`` ``[B, *S]``), or None if its heads need none."""
+        return None
 
     def estimate(self, net: SegNet, x: torch.Tensor, step: StepInfo | None = None) -> UncertaintyMap:
         """Estimate uncertainty of ``net`` on ``x`` ``[B, C, *S]``."""

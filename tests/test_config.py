@@ -136,3 +136,8 @@ def test_offline_pseudo_labels_on_random_3d_crops_rejected():
         overrides={"dataset.unlabeled_views": "random", "params.pseudo_labels": "online"},
     )
     assert cfg.params.pseudo_labels == "online"
+
+
+def test_free_form_options_take_dotted_keys():
+    cfg = resolve_config("coranet", "cardiac-phantom", overrides=parse_set(["params.estimator_options.T=4"]))
+    assert cfg.params.estimator_options == {"T": 4}

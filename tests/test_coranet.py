@@ -19,7 +19,7 @@ from ssl_bench.methods.coranet import (
     vote,
 )
 from ssl_bench.nets.unet import unet2d
-from ssl_bench.registry import METHODS
+from ssl_bench.registry import ESTIMATORS, METHODS
 from ssl_bench.transforms import apply_augment
 
 
@@ -196,3 +196,17 @@ def test_crm_alpha1_uses_equal_costs_and_differently_initialised_heads():
 def test_bad_options(field, value):
     with pytest.raises(ValueError, match=f"params.{field} must be one of"):
         make(**{field: value})
+
+
+@pytest.mark.parametrize("estimator", ESTIMATORS.names())
+def test_coranet_contract_with_every_estimator(estimator):
+    from ssl_bench.check import check_method
+
+    results = check_method("coranet", estimator=estimator, dims=(2,))
+    failed = [f"{r.name}: {r.detail}" for r in results if not r.ok]
+    assert not failed, failed
+
+
+def test_none_estimator_leaves_uc_sn_nothing_and_builds_no_teacher():
+    method = make(num_classes=2, estimator="none")
+    assert method.mt_region == "none" and method.teacher is None

@@ -387,6 +387,8 @@ def test_presets_resolve(name):
     for preset in ("smoke", "cpu", "paper"):
         cfg = resolve_config(name, "cardiac-phantom", preset=preset)
         assert cfg.params is not None
+        if name in ("pi-model", "temporal-ensembling", "mean-teacher", "ua-mt"):  # the references' dropout
+            assert cfg.params.dropout == (0.5 if preset == "paper" else None)
 
 
 @pytest.mark.parametrize(
