@@ -781,6 +781,12 @@ def footnotes(result: TableResult) -> list[str]:
     mapped = ""
     if result.dataset_map:
         mapped = " (substituted: " + ", ".join(f"{k}→{v}" for k, v in sorted(result.dataset_map.items())) + ")"
+    from ssl_bench.registry import DATASETS
+
+    for name in datasets:  # a dataset's own preset values override the global ones
+        if name in DATASETS and DATASETS.get(name).presets.get(result.preset):
+            own = ", ".join(f"{k}={v}" for k, v in DATASETS.get(name).presets[result.preset].items())
+            preset_text += f"; {name}: {own}"
     notes.append(
         f"Preset: {result.preset} ({preset_text}); dataset(s): {', '.join(datasets) or spec.dataset}{mapped}. "
         f"{result.n_runs_found} finished run(s) read from {', '.join(str(d) for d in result.results_dirs)}."
