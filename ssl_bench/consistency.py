@@ -1,6 +1,6 @@
 """Consistency-regularisation pieces shared by the SSL baselines (written once, used by every method file).
 
-* losses: :func:`softmax_mse` (Laine & Aila; Mean Teacher; UA-MT), :func:`masked_mean`, :func:`kl_from_logits`
+* losses: :func:`softmax_mse` (Laine & Aila; Mean Teacher; UA-MT), :func:`kl_from_logits`
   (VAT), :func:`predictive_entropy`;
 * schedule: :func:`ramped_weight` (the unsupervised weight w(t) as a function of the stage's progress);
 * stochastic passes: :func:`add_noise` (UA-MT's clamped Gaussian input noise), :func:`random_dihedral` (random
@@ -26,7 +26,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.dropout import _DropoutNd
 
-from ssl_bench.losses import supervised_loss
+from ssl_bench.losses import masked_mean, supervised_loss
 from ssl_bench.method import Batch, Method, MethodContext, StepInfo
 from ssl_bench.nets.base import HeadSpec
 from ssl_bench.ramps import RAMPS, ramp
@@ -36,14 +36,6 @@ BN_MODES = ("keep", "batch", "running")
 AVERAGES = ("probs", "logits")
 
 # -- losses -------------------------------------------------------------------------------------------------------
-
-
-def masked_mean(values: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean of ``values [B, *S]`` over the pixels where ``mask`` is set (all pixels if None; 0 if the mask is empty)."""
-    if mask is None:
-        return values.mean()
-    m = mask.to(values.dtype)
-    return (values * m).sum() / m.sum().clamp_min(1.0)
 
 
 def softmax_mse(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:

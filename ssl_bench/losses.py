@@ -41,6 +41,14 @@ def supervised_loss(logits: torch.Tensor, target: torch.Tensor, kind: str = "ce"
     raise ValueError(f"unknown supervised loss {kind!r}: use 'ce' or 'ce+dice'")
 
 
+def masked_mean(values: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean of ``values [B, *S]`` over the pixels where ``mask`` is set (all pixels if None; 0 if the mask is empty)."""
+    if mask is None:
+        return values.mean()
+    m = mask.to(values.dtype)
+    return (values * m).sum() / m.sum().clamp_min(1.0)
+
+
 def weighted_cross_entropy(
     logits: torch.Tensor,
     target: torch.Tensor,
@@ -65,7 +73,7 @@ def weighted_cross_entropy(
     if normalize == "pixels":
         return total / ce.numel()
     if normalize == "mask":
-        return total / m.sum().clamp_min(1.0)
+        return masked_mean(w * ce, mask)
     if normalize == "weights":
         return total / (w * m).sum().clamp_min(1e-12)
     raise ValueError(f"unknown normalisation {normalize!r}: use 'pixels', 'mask' or 'weights'")
@@ -94,10 +102,9 @@ def masked_squared_error(
     ``p``, ``q``: ``[B, K, *S]`` (typically softmax probabilities); ``mask``: ``[B, *S]``.
     """
     sq = (p - q).pow(2).sum(1)  # [B, *S]
-    m = torch.ones_like(sq) if mask is None else mask.to(sq.dtype)
-    total = (sq * m).sum()
-    if normalize == "pixels":
-        return total / sq.numel()
     if normalize == "mask":
-        return total / m.sum().clamp_min(1.0)
+        return masked_mean(sq, mask)
+    if normalize == "pixels":
+        m = torch.ones_like(sq) if mask is None else mask.to(sq.dtype)
+        return (sq * m).sum() / sq.numel()
     raise ValueError(f"unknown normalisation {normalize!r}: use 'pixels' or 'mask'")
