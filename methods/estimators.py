@@ -31,8 +31,11 @@ Deviations (all estimators):
   (the reference's teacher passes do update the teacher's, which its EMA never reads back anyway).
 * ``tta``: scales are realised by resizing to the nearest size the backbone accepts (a multiple of 2**depth), so
   the scale set is discrete (e.g. 208..288 px for 256 px with depth 4); probabilities are resized back bilinearly
-  (align_corners=True), which inverts the geometric transform exactly. CoraNet's 3D TTA uses random crops; in 3D we
-  use random flips along each spatial axis (exact inverses, no scaling).
+  (align_corners=True), which inverts the geometric transform exactly. In 3D (CoraNet §IV-D; REFERENCE §1.8) each
+  pass is a random sub-crop (``crop_fraction`` of every axis, rounded to the backbone's multiple) whose logits are
+  put back in place; the sum is averaged per voxel over the passes that covered it together with one full pass
+  (so every voxel is covered). The released code's crops were as large as its 96^3 inputs, so its 20 passes were
+  identical; ours are smaller than the input and vary (tested). No flips or scaling in 3D.
 * ``mc-dropout`` and ``tta`` average the passes' logits, then take the softmax (``average="logits"``), as
   CoraNet's released baselines do ("average their results", §IV-D); ``average="probs"`` is the predictive mean
   (mean softmax) of Gal & Ghahramani. Averaged probabilities are less confident, so with the 0.8 threshold the
@@ -261,11 +264,13 @@ class TTAConfig:
 
     #: augmented passes
     T: int = 20
-    #: probability of a horizontal flip (2D) / of a flip along each axis (3D)
+    #: probability of a horizontal flip (2D)
     flip_p: float = 0.5
     #: scale range of the 2D passes (sizes rounded to a multiple the backbone accepts)
     scale_min: float = 0.8
     scale_max: float = 1.1
+    #: 3D: edge of the random crops as a fraction of the input's (rounded to a multiple the backbone accepts)
+    crop_fraction: float = 0.75
     #: certain where the max of the mean prediction is >= threshold
     threshold: float = 0.8
     #: "logits": softmax of the mean (inverted) logits (CoraNet's released baseline); "probs": mean softmax
@@ -275,9 +280,8 @@ class TTAConfig:
 
 
 def size_multiple(net: nn.Module) -> int:
-    """Spatial multiple the backbone needs (2**depth for the U-Nets, 32 for other encoders)."""
-    depth = getattr(net, "depth", None)
-    return 2 ** int(depth) if isinstance(depth, int) else 32
+    """Spatial multiple the backbone needs (``SegNet.input_multiple``; 32 for other modules)."""
+    return int(getattr(net, "input_multiple", 32))
 
 
 def scaled_size(size: tuple[int, ...], scale: float, multiple: int) -> tuple[int, ...]:
@@ -294,7 +298,7 @@ def resize(x: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
 
 @ESTIMATORS.register("tta")
 class TTAEstimator(_Estimator):
-    """Test-time augmentation: T = 20 passes with random flip and scale in [0.8, 1.1], inverted; max mean p >= 0.8."""
+    """Test-time augmentation: T = 20 passes (2D: flip + scale 0.8-1.1; 3D: random crops), inverted; max p >= 0.8."""
 
     Config = TTAConfig
 
@@ -305,42 +309,70 @@ class TTAEstimator(_Estimator):
             0 < c.scale_min <= c.scale_max, f"tta: need 0 < scale_min <= scale_max, got {c.scale_min}, {c.scale_max}"
         )
         _check(0 <= c.flip_p <= 1, f"tta: flip_p must be in [0, 1], got {c.flip_p}")
+        _check(0 < c.crop_fraction <= 1, f"tta: crop_fraction must be in (0, 1], got {c.crop_fraction}")
+
+    # -- 2D: flip + scale, exactly inverted -------------------------------------------------------------------------
 
     def sample(self, x: torch.Tensor, multiple: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
-        """One random transform: (flipped axes as tensor dims, spatial size a multiple of ``multiple``)."""
+        """One random 2D transform: (flipped tensor dims, spatial size a multiple of ``multiple``)."""
         c = self.cfg
-        spatial = tuple(x.shape[2:])
-        axes = [x.ndim - 1] if x.ndim == 4 else list(range(2, x.ndim))
-        flips = tuple(a for a in axes if float(torch.rand(())) < c.flip_p)
-        size = spatial
-        if x.ndim == 4:
-            scale = c.scale_min + (c.scale_max - c.scale_min) * float(torch.rand(()))
-            size = scaled_size(spatial, scale, multiple)
-        return flips, size
+        flips = (x.ndim - 1,) if float(torch.rand(())) < c.flip_p else ()
+        scale = c.scale_min + (c.scale_max - c.scale_min) * float(torch.rand(()))
+        return flips, scaled_size(tuple(x.shape[2:]), scale, multiple)
 
     @staticmethod
     def forward_transform(x: torch.Tensor, flips: tuple[int, ...], size: tuple[int, ...]) -> torch.Tensor:
-        x = x.flip(flips) if flips else x
-        return resize(x, size) if x.ndim == 4 else x
+        return resize(x.flip(flips) if flips else x, size)
 
     @staticmethod
     def inverse_transform(y: torch.Tensor, flips: tuple[int, ...], spatial: tuple[int, ...]) -> torch.Tensor:
-        y = resize(y, spatial) if y.ndim == 4 else y
+        y = resize(y, spatial)
         return y.flip(flips) if flips else y
+
+    # -- 3D: random crops put back in place -------------------------------------------------------------------------
+
+    def sample_crop(self, spatial: tuple[int, ...], multiple: int) -> tuple[slice, ...]:
+        """A random sub-box of ``spatial``, uniformly placed: each edge ``crop_fraction`` of the input's, rounded to a
+        multiple of ``multiple`` (at least one multiple, at most the input)."""
+        box = []
+        for s in spatial:
+            edge = min(s, multiple * max(1, round(s * self.cfg.crop_fraction / multiple)))
+            start = int(torch.randint(0, s - edge + 1, ()))
+            box.append(slice(start, start + edge))
+        return tuple(box)
+
+    def _passes_3d(self, net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """Mean over one full pass and T random crops of the logits (or probabilities) per voxel ``[B, K, *S]``."""
+        probs = self.cfg.average == "probs"
+
+        def out(inp: torch.Tensor) -> torch.Tensor:
+            y = net(inp).float()
+            return y.softmax(1) if probs else y
+
+        total = out(x)
+        count = torch.ones_like(total[:1, :1])
+        multiple = size_multiple(net)
+        for _ in range(self.cfg.T):
+            box = (Ellipsis, *self.sample_crop(tuple(x.shape[2:]), multiple))
+            total[box] += out(x[box])
+            count[box] += 1
+        return total / count
 
     @torch.no_grad()
     def estimate(self, net: SegNet, x: torch.Tensor, step: StepInfo | None = None) -> UncertaintyMap:
-        multiple = size_multiple(net)
-        spatial = tuple(x.shape[2:])
-        total = None
         with stochastic_mode(net, dropout=False, bn=self.cfg.bn):
-            for _ in range(self.cfg.T):
-                flips, size = self.sample(x, multiple)
-                out = net(self.forward_transform(x, flips, size)).float()
-                out = self.inverse_transform(out.softmax(1) if self.cfg.average == "probs" else out, flips, spatial)
-                total = out if total is None else total + out
-        assert total is not None
-        mean = total / self.cfg.T
+            if x.ndim == 5:
+                mean = self._passes_3d(net, x)
+            else:
+                multiple, spatial = size_multiple(net), tuple(x.shape[2:])
+                mean = torch.zeros(())
+                for _ in range(self.cfg.T):
+                    flips, size = self.sample(x, multiple)
+                    out = net(self.forward_transform(x, flips, size)).float()
+                    mean = mean + self.inverse_transform(
+                        out.softmax(1) if self.cfg.average == "probs" else out, flips, spatial
+                    )
+                mean = mean / self.cfg.T
         return self._confident(mean if self.cfg.average == "probs" else mean.softmax(1))
 
 

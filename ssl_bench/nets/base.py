@@ -82,6 +82,8 @@ class SegNet(nn.Module):
 
     dims: int
     feature_channels: int
+    #: every spatial input size must be a multiple of this (the product of the encoder's strides)
+    input_multiple: int = 32
 
     def __init__(
         self,

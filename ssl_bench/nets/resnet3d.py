@@ -61,6 +61,8 @@ class UpStage(nn.Module):
 class ResNet18_3D(SegNet):
     """ResNet-18-3D encoder + our additive U-shaped decoder; input ``[B, C, D, H, W]``."""
 
+    input_multiple = 16  # 8 along D (the stem keeps it), 16 in-plane; one multiple for all axes
+
     def __init__(
         self,
         in_channels: int,

@@ -51,6 +51,7 @@ class UNet(SegNet):
             ConvBlock(dims, 2 * chans[i - 1], chans[i - 1], norm) for i in range(depth, 0, -1)
         )
         self.depth = depth
+        self.input_multiple = 2**depth
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         multiple = 2**self.depth

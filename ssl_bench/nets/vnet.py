@@ -47,6 +47,8 @@ def _up(cin: int, cout: int, norm: str) -> nn.Module:
 class VNet(SegNet):
     """V-Net; input ``[B, C, D, H, W]`` with D, H, W divisible by 16."""
 
+    input_multiple = 16
+
     def __init__(
         self,
         in_channels: int,
