@@ -241,3 +241,26 @@ def test_eq1_costs_make_the_conservative_head_predict_less_foreground_than_the_r
     # the conservative foreground is (almost) inside the radical one: their disagreement is the uncertain band
     con_fg, rad_fg = vote(heads["con"]) == 1, vote(heads["rad"]) == 1
     assert float((con_fg & ~rad_fg).float().mean()) < 0.02
+
+
+def test_pretrain_fraction_sets_the_stage_lengths():
+    method = make(num_classes=2, pretrain_fraction=0.4)  # trainer.epochs = 40
+    assert method.pretrain_epochs == 16
+    assert [(s.name, s.epochs, s.unlabeled) for s in method.stages()] == [
+        ("pretrain", 16, False),
+        ("self-train", 24, True),
+    ]
+    with pytest.raises(ValueError, match="pretrain_fraction must be in"):
+        make(pretrain_fraction=1.0)
+
+
+def test_cpu_preset_pretrains_ten_of_acdcs_twenty_five_epochs():
+    from types import SimpleNamespace
+
+    from ssl_bench.registry import DATASETS
+    from ssl_bench.runner import build_method, resolve_config
+
+    cfg = resolve_config("coranet", "acdc", preset="cpu")
+    method = build_method(cfg, SimpleNamespace(spec=DATASETS.get("acdc").spec))
+    assert [(s.name, s.epochs) for s in method.stages()] == [("pretrain", 10), ("self-train", 15)]
+    assert cfg.params.refresh_every == 2
