@@ -411,6 +411,8 @@ class CoraNet(Method):
     def on_epoch_end(self, epoch: int, stage: Stage, data: EpochData) -> dict[str, float] | None:
         if self.cfg.pseudo_labels != "offline" or not self.uses_unlabeled or data.num_unlabeled == 0:
             return None
+        if epoch + 1 >= self.ctx.epochs:  # no training follows: a refresh now would never be used
+            return None
         if stage.name == "pretrain":
             due = epoch + 1 == self.pretrain_epochs  # masks for the first self-training epochs (line 4)
         else:

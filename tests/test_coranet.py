@@ -144,6 +144,9 @@ def test_offline_pseudo_labels_follow_the_batch_augmentation():
     stage = method.stages()[1]
     assert method.on_epoch_end(1, stage, EpochData(iterate, 3, torch.device("cpu"))) is None
     assert method.on_epoch_end(2, stage, EpochData(iterate, 3, torch.device("cpu"))) is not None
+    # the last epoch (ctx.epochs = 40) refreshes nothing: no step would use the masks
+    assert method.on_epoch_end(39, stage, EpochData(iterate, 3, torch.device("cpu"))) is None
+    assert method.on_epoch_end(38, stage, EpochData(iterate, 3, torch.device("cpu"))) is not None
 
 
 def test_released_code_protocol_composition():
