@@ -16,8 +16,9 @@ Deviations:
 * ``threshold`` (default 0.0 = every pixel, which is Lee's method) turns it into the thresholded variant common in
   segmentation (e.g. 0.9 or 0.95, as FixMatch); with a threshold no gradient flows until some pixel is confident.
 * the ramp is expressed in fractions of the stage: ``delay`` (T1) and ``rampup`` (T2 - T1); Lee's epochs have no
-  counterpart here, so the defaults start at once and ramp over 40 % of the stage. ``weight`` = alpha_f: 1.0 by
-  default, Lee's 3.0 in the ``paper`` preset.
+  counterpart here, so the defaults start at once and ramp over 40 % of the stage; the ``cpu`` preset waits 40 %
+  (Lee's T1: the network must be trained before its predictions become targets) and ramps over the next 30 %.
+  ``weight`` = alpha_f: 1.0 by default, Lee's 3.0 in the ``paper`` preset.
 * labelled and unlabelled images go through the network in separate forward passes (``joint_bn=true``: together).
 * Lee pre-trains with denoising auto-encoders and uses dropout; neither is used here (``dropout`` can be set).
 """
@@ -54,7 +55,9 @@ class PseudoLabel(ConsistencyMethod):
     Config = PseudoLabelConfig
     presets = {
         "smoke": {},
-        "cpu": {},
+        # start after 40 % of the budget (as CoraNet's cpu pre-training), full weight at 70 %: starting at once, the
+        # real-ACDC seed-0 run ended with RV Dice 0 — the young network predicts no RV and PL reinforced that
+        "cpu": {"params.delay": 0.4, "params.rampup": 0.3},
         # Lee 2013: alpha_f = 3 reached by a linear ramp
         "paper": {"params.weight": 3.0},
     }
