@@ -22,6 +22,7 @@ examples:
   ssl-bench table IX --run-missing --jobs 2           # run them (skips finished, resumes killed runs)
   ssl-bench table IX --preset smoke --dataset acdc=cardiac-phantom   # the protocol on the built-in phantom
   ssl-bench table IX --export-records                 # copy the used runs' records to results/records
+  ssl-bench table benchmarks/acdc_baselines.yaml --seeds 0   # a table of your own (same YAML format)
 """
 
 
@@ -49,7 +50,9 @@ def add_parsers(sub: argparse._SubParsersAction, plugin: argparse.ArgumentParser
         description="Render table ID (ssl-bench list tables) from finished run folders, print it and write "
         "results/tables/<ID>-<preset>.{md,tex,csv} and .provenance.json (run ids, config hashes, git sha per cell).",
     )
-    p.add_argument("table_id", metavar="ID", help="table id: II, III, IV, V, VI, VII, VIII, IX")
+    p.add_argument(
+        "table_id", metavar="ID", help="table id: II, III, IV, V, VI, VII, VIII, IX, or a spec file (FILE.yaml)"
+    )
     _results_arg(p)
     p.add_argument("--preset", default="cpu", help="preset of the runs to use and to start (default cpu)")
     p.add_argument("--format", default="md", choices=["md", "tex", "csv", "html"], help="printed format")

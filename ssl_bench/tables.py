@@ -325,7 +325,12 @@ def register_tables() -> None:
 
 
 def get_spec(table_id: str) -> TableSpec:
-    """The registered spec of ``table_id`` (``IX``, ``ix``), with a clear error if the specs are missing."""
+    """The registered spec of ``table_id`` (``IX``, ``ix``), or the spec in a ``.yaml`` file (a table of your own,
+    e.g. ``benchmarks/acdc_baselines.yaml``), with a clear error if the specs are missing."""
+    if table_id.endswith((".yaml", ".yml")):
+        if not Path(table_id).is_file():
+            raise ConfigError(f"table spec file {table_id} not found")
+        return load_spec(table_id)
     key = normalize_name(table_id)
     if key in SPEC_ERRORS:
         raise ConfigError(SPEC_ERRORS[key])

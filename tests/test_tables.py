@@ -465,3 +465,16 @@ def test_leaderboard(cli, capsys, synthetic):
     assert "| 1 | cardiac-phantom | 0.2 | smoke | mean-teacher |" in out and "params train/test" in out
     assert cli("leaderboard", "--results", root, "--format", "csv", "--labeled", "0.5") == 0
     assert capsys.readouterr().out.strip().startswith("rank,")
+
+
+def test_a_spec_file_of_ones_own_renders_like_a_paper_table(capsys, tmp_path):
+    """`ssl-bench table FILE.yaml` loads the spec from the file (benchmarks/acdc_baselines.yaml is one)."""
+    from ssl_bench.cli import main
+
+    spec = Path(__file__).resolve().parents[1] / "benchmarks" / "acdc_baselines.yaml"
+    code = main(["table", str(spec), "--results", str(tmp_path), "--missing", "--seeds", "0"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "ssl-bench run --method temporal-ensembling --dataset acdc --labeled 0.2 --seed 0 --preset cpu" in out
+    assert main(["table", str(tmp_path / "nope.yaml")]) == 2
+    assert "table spec file" in capsys.readouterr().err
