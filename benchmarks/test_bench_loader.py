@@ -8,12 +8,13 @@ The trainer keeps the training slices in memory at the training size, so two loa
    ``prepare_slices`` (resize to the training size) - the real ACDC copy when ``SSL_BENCH_ACDC`` is set, else a
    synthetic copy in the same SSL4MIS layout (1312 slices of 256 x 216) written to a temporary folder; also the
    same data through a prepared cache (``ssl-bench data prepare``);
-2. **stream** (every step): a seeded batch of 8 with the ``flip-rot`` augmentation (``Stream.next``).
+2. **stream** (every step): a seeded batch with the ``flip-rot`` augmentation (``Stream.next``).
 
-Consumption is one training step of the ``cpu`` preset (U-Net width 16, depth 4, 128 x 128 ACDC slices, batch 8
-labelled + 8 unlabelled, Adam), measured in the same run: (8 + 8) slices per step time, an upper bound on what
-any method consumes (semi-supervised methods spend more compute per slice). The headroom (stream slices/s over
-consumed slices/s) must be at least 5; the load stage is reported as a fraction of the preset's 400 steps.
+Consumption is one plain supervised training step of ACDC's ``cpu`` preset (U-Net width 16, depth 4, 128 x 128
+slices, batch labelled + unlabelled as the preset resolves them, Adam), measured in the same run: slices per step
+time, an upper bound on what any method consumes (semi-supervised methods spend more compute per slice). The
+headroom (stream slices/s over consumed slices/s) must be at least 5; the load stage is reported as a fraction of
+the preset's steps.
 """
 
 from __future__ import annotations
@@ -30,12 +31,14 @@ import torch
 
 from ssl_bench.datasets.common import prepare_dataset
 from ssl_bench.registry import BACKBONES, DATASETS
+from ssl_bench.runner import resolve_config
 from ssl_bench.streams import Stream, TensorSource
 from ssl_bench.transforms import prepare_slices
 
-SIZE = (128, 128)  # the cpu preset's ACDC slice size
-BATCH = 8
-CPU_STEPS = 10 * 40  # cpu preset: 10 epochs x 40 steps
+_CPU = resolve_config("unet", "acdc", preset="cpu").trainer
+SIZE = tuple(resolve_config("unet", "acdc", preset="cpu").dataset.image_size)  # the cpu preset's ACDC slice size
+BATCH = _CPU.batch_size  # per stream; a semi-supervised step draws a labelled and an unlabelled batch
+CPU_STEPS = _CPU.epochs * _CPU.iters_per_epoch
 HEADROOM_GOAL = 5.0
 _RESULTS: dict[str, float] = {}
 
