@@ -172,6 +172,7 @@ class CoraNet(Method):
     config_prefix = "coranet"
     presets = {
         "smoke": {"params.pretrain_epochs": 1, "params.refresh_every": 1},
+        # 40 % pre-training: the masks need a working segmenter (see "Presets" above); short epochs, frequent refresh
         "cpu": {"params.pretrain_fraction": 0.4, "params.refresh_every": 2},
         # trainer.epochs is the whole budget: 30 pre-training + 100 self-training epochs (§IV-A)
         "paper": {"params.pretrain_epochs": 30, "trainer.epochs": 130, "params.refresh_every": 5},
