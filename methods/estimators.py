@@ -358,21 +358,22 @@ class TTAEstimator(_Estimator):
             count[box] += 1
         return total / count
 
+    def _passes_2d(self, net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """Mean over T flipped and rescaled passes, each inverted, of the logits (or probabilities) ``[B, K, H, W]``."""
+        multiple, spatial = size_multiple(net), tuple(x.shape[2:])
+        total = torch.zeros(())
+        for _ in range(self.cfg.T):
+            flips, size = self.sample(x, multiple)
+            out = net(self.forward_transform(x, flips, size)).float()
+            total = total + self.inverse_transform(
+                out.softmax(1) if self.cfg.average == "probs" else out, flips, spatial
+            )
+        return total / self.cfg.T
+
     @torch.no_grad()
     def estimate(self, net: SegNet, x: torch.Tensor, step: StepInfo | None = None) -> UncertaintyMap:
         with stochastic_mode(net, dropout=False, bn=self.cfg.bn):
-            if x.ndim == 5:
-                mean = self._passes_3d(net, x)
-            else:
-                multiple, spatial = size_multiple(net), tuple(x.shape[2:])
-                mean = torch.zeros(())
-                for _ in range(self.cfg.T):
-                    flips, size = self.sample(x, multiple)
-                    out = net(self.forward_transform(x, flips, size)).float()
-                    mean = mean + self.inverse_transform(
-                        out.softmax(1) if self.cfg.average == "probs" else out, flips, spatial
-                    )
-                mean = mean / self.cfg.T
+            mean = self._passes_3d(net, x) if x.ndim == 5 else self._passes_2d(net, x)
         return self._confident(mean if self.cfg.average == "probs" else mean.softmax(1))
 
 
