@@ -529,6 +529,8 @@ class Cell:
     significant: bool = False
     best: bool = False
     duplicates: int = 0
+    #: the paper's dataset when ``--dataset FROM=TO`` replaced it (the paper value is then not comparable)
+    paper_dataset: str | None = None
 
     @property
     def measured(self) -> bool:
@@ -536,7 +538,7 @@ class Cell:
 
     @property
     def delta(self) -> float | None:
-        if not self.measured or self.paper is None:
+        if not self.measured or self.paper is None or self.paper_dataset is not None:
             return None
         return self.mean - self.paper
 
@@ -659,6 +661,9 @@ def build_table(
             paper, paper_std = row.paper.get(col.key, (None, None))
             sel = cell_selector(spec, row, col, preset, dataset_map)
             cell = Cell(row, col, sel, runnable=False, paper=paper, paper_std=paper_std)
+            original = col.dataset or row.dataset or spec.dataset
+            if sel is not None and sel.dataset != normalize_name(original):
+                cell.paper_dataset = original
             if sel is None:
                 cell.reason = "paper only: results cited by the paper, no implementation"
             else:
@@ -717,6 +722,8 @@ def _paper_text(cell: Cell, tex: bool = False) -> str:
     if cell.paper is None:
         return "-"
     text = _num(cell.paper) + (f" ({_num(cell.paper_std)})" if cell.paper_std is not None else "")
+    if cell.paper_dataset is not None:  # measured on a substitute dataset: no difference to the paper
+        return f"{text} on {cell.paper_dataset}"
     if cell.delta is not None:
         delta = _signed(cell.delta)
         text += f", Δ ${delta.replace('−', '-')}$" if tex else f", Δ {delta}"

@@ -367,7 +367,7 @@ def test_table_ix_paper_rows_and_missing_on_empty(cli, capsys, tmp_path):
 def test_table_from_real_smoke_runs(cli, capsys, smoke_tree, tmp_path):  # noqa: F811
     """Table IX protocol on the phantom: per-class cells from real per_case.csv files, checked by hand against
     each run's summary.json (written by the evaluator, independently of the table code)."""
-    from ssl_bench.tables import build_table
+    from ssl_bench.tables import build_table, render
 
     t = build_table("IX", smoke_tree, preset="smoke", seeds=[0, 1], dataset_map={"acdc": "cardiac-phantom"})
     unet = [json.loads((d / "eval/test/summary.json").read_text()) for d in _run_dirs(smoke_tree, "unet")]
@@ -380,6 +380,9 @@ def test_table_from_real_smoke_runs(cli, capsys, smoke_tree, tmp_path):  # noqa:
     assert t.cell("unet", "mean").mean == pytest.approx(np.mean(per_run))
     mt = t.cell("mt", "mean")
     assert mt.n == 1 and t.cell("ours", "mean").n == 1 and not t.cell("pl", "mean").measured
+    # measured on a substitute dataset: the paper's ACDC value is shown as such, with no difference to it
+    assert mt.paper == 84.25 and mt.paper_dataset == "acdc" and mt.delta is None
+    assert "84.25 (0.56) on acdc" in render(t, "md") and "Δ" not in render(t, "md").split("\n1. ")[0]
     assert t.cell("fully", "RV").n == 0
     # Wilcoxon of MT against U-Net on per-case Myo Dice, by hand from the CSV files
     import pandas as pd
