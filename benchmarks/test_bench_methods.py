@@ -231,14 +231,13 @@ torch.set_num_threads({threads})
 b = Bench({method!r}, dataset="pancreas-ct-3d", preset="cpu", stored=50, backbone={backbone!r})
 labelled = [torch.rand(*PANCREAS_VOLUME) for _ in range(12)]  # the labelled volumes (random crops are taken)
 labels = [torch.zeros(PANCREAS_VOLUME, dtype=torch.uint8) for _ in range(12)]
-views = b.images(50)  # the 50 unlabelled centre views
-b.fill_stored_state()
+b.fill_stored_state()  # CoraNet: masks of the 50 unlabelled centre views
 for _ in range(3):
     b.step()
 b.method.eval()
 with torch.no_grad():
     predict_volume_3d(b.method.predict, labelled[0].numpy(), b.cfg.eval.patch_size, b.cfg.eval.stride)
-print(json.dumps({{"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+print(json.dumps({{"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # KiB on Linux
                   "patch": list(b.size), "batch": [b.cfg.trainer.batch_size, b.cfg.trainer.unlabeled_batch_size]}}))
 """
 

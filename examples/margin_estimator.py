@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ssl_bench.consistency import stochastic_mode
 from ssl_bench.registry import ESTIMATORS
 from ssl_bench.uncertainty import UncertaintyEstimator, UncertaintyMap
 
@@ -29,6 +30,8 @@ class MarginConfig:
 
     #: certain where p_top1 - p_top2 >= min_margin
     min_margin: float = 0.4
+    #: BatchNorm during the pass: "keep" (the net's mode), "batch" or "running" statistics
+    bn: str = "keep"
 
 
 @ESTIMATORS.register("margin")
@@ -41,11 +44,15 @@ class MarginEstimator(UncertaintyEstimator):
         super().__init__(cfg, num_classes)
         if not 0.0 <= self.cfg.min_margin <= 1.0:
             raise ValueError(f"margin: min_margin must be in [0, 1], got {self.cfg.min_margin}")
+        if self.cfg.bn not in ("keep", "batch", "running"):
+            raise ValueError(f"margin: bn must be 'keep', 'batch' or 'running', got {self.cfg.bn!r}")
 
     @torch.no_grad()
     def estimate(self, net, x, step=None) -> UncertaintyMap:
         """``x`` ``[B, C, *S]`` -> probabilities ``[B, K, *S]``, certain mask and 1 - margin as the score."""
-        prob = net(x).float().softmax(1)
+        # dropout off, BatchNorm running statistics untouched (a method's teacher may be in train mode)
+        with stochastic_mode(net, dropout=False, bn=self.cfg.bn):
+            prob = net(x).float().softmax(1)
         top2 = prob.topk(2, dim=1).values  # [B, 2, *S]
         margin = top2[:, 0] - top2[:, 1]
         return UncertaintyMap(prob=prob, certain=margin >= self.cfg.min_margin, score=1.0 - margin)

@@ -137,8 +137,9 @@ class CoraNetConfig:
     #: labelled-only pre-training epochs (Algorithm 1 line 2; §IV-A: 30), counted in ``trainer.epochs``: the
     #: self-training stage gets the rest, so every method of a comparison trains for the same number of epochs
     pretrain_epochs: int = 30
-    #: if set, pre-train for this fraction of ``trainer.epochs`` instead (rounded, at least 1); the ``cpu`` preset
-    #: uses 0.4 (see "Presets" in the module docstring)
+    #: if set, pre-train for this fraction of ``trainer.epochs`` instead of ``pretrain_epochs`` (rounded, at least 1);
+    #: the ``cpu`` preset uses 0.4 (see "Presets" in the module docstring): there, ``--set params.pretrain_epochs=N``
+    #: also needs ``--set params.pretrain_fraction=null``
     pretrain_fraction: float | None = None
     #: epochs between refreshes of the stored pseudo-labels and masks (§IV-A: 5)
     refresh_every: int = 5
@@ -201,8 +202,9 @@ class CoraNet(Method):
             c.pretrain_epochs if c.pretrain_fraction is None else max(1, round(c.pretrain_fraction * ctx.epochs))
         )
         if self.pretrain_epochs >= ctx.epochs:
+            source = "params.pretrain_epochs" if c.pretrain_fraction is None else "params.pretrain_fraction"
             raise ValueError(
-                f"params.pretrain_epochs ({self.pretrain_epochs}) must be below trainer.epochs "
+                f"pre-training ({self.pretrain_epochs} epochs, from {source}) must be shorter than trainer.epochs "
                 f"({ctx.epochs}), which counts pre-training and self-training together"
             )
         if c.pseudo_labels == "offline" and self.pretrain_epochs < 1 and self.uses_unlabeled:
@@ -412,7 +414,7 @@ class CoraNet(Method):
     def on_epoch_end(self, epoch: int, stage: Stage, data: EpochData) -> dict[str, float] | None:
         if self.cfg.pseudo_labels != "offline" or not self.uses_unlabeled or data.num_unlabeled == 0:
             return None
-        if epoch + 1 >= self.ctx.epochs:  # no training follows: a refresh now would never be used
+        if epoch + 1 >= self.ctx.epochs:  # no training follows: unused masks (and their pl/* scores) are skipped
             return None
         if stage.name == "pretrain":
             due = epoch + 1 == self.pretrain_epochs  # masks for the first self-training epochs (line 4)

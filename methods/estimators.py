@@ -29,13 +29,15 @@ Deviations (all estimators):
   during training, so its passes use batch statistics, as the reference teacher (kept in ``train()``) does; a
   caller that puts the net in eval mode (CoraNet) gets running statistics. Running statistics are never updated
   (the reference's teacher passes do update the teacher's, which its EMA never reads back anyway).
-* ``tta``: scales are realised by resizing to the nearest size the backbone accepts (a multiple of 2**depth), so
+* ``tta``: scales are realised by resizing to the nearest size the backbone accepts (a multiple of its
+  ``input_multiple``, 2**depth for the U-Net), so
   the scale set is discrete (e.g. 208..288 px for 256 px with depth 4); probabilities are resized back bilinearly
   (align_corners=True), which inverts the geometric transform exactly. In 3D (CoraNet §IV-D; REFERENCE §1.8) each
-  pass is a random sub-crop (``crop_fraction`` of every axis, rounded to the backbone's multiple) whose logits are
-  put back in place; the sum is averaged per voxel over the passes that covered it together with one full pass
+  pass is a random sub-crop (``crop_fraction`` of every axis, rounded down to the backbone's multiple) whose logits
+  are put back in place; the sum is averaged per voxel over the passes that covered it together with one full pass
   (so every voxel is covered). The released code's crops were as large as its 96^3 inputs, so its 20 passes were
-  identical; ours are smaller than the input and vary (tested). No flips or scaling in 3D.
+  identical; ours are smaller than the input along every axis longer than one multiple, and vary (tested). No
+  flips or scaling in 3D.
 * ``mc-dropout`` and ``tta`` average the passes' logits, then take the softmax (``average="logits"``), as
   CoraNet's released baselines do ("average their results", §IV-D); ``average="probs"`` is the predictive mean
   (mean softmax) of Gal & Ghahramani. Averaged probabilities are less confident, so with the 0.8 threshold the
@@ -332,11 +334,15 @@ class TTAEstimator(_Estimator):
     # -- 3D: random crops put back in place -------------------------------------------------------------------------
 
     def sample_crop(self, spatial: tuple[int, ...], multiple: int) -> tuple[slice, ...]:
-        """A random sub-box of ``spatial``, uniformly placed: each edge ``crop_fraction`` of the input's, rounded to a
-        multiple of ``multiple`` (at least one multiple, at most the input)."""
+        """A random sub-box of ``spatial``, uniformly placed: each edge ``crop_fraction`` of the input's, rounded down
+        to a multiple of ``multiple``, at least one multiple and smaller than the input wherever the input is longer
+        than one multiple (an axis of at most one multiple is taken whole)."""
         box = []
         for s in spatial:
-            edge = min(s, multiple * max(1, round(s * self.cfg.crop_fraction / multiple)))
+            edge = s
+            if s > multiple:
+                fit = math.floor(s * self.cfg.crop_fraction / multiple)
+                edge = multiple * max(1, min(fit, math.ceil(s / multiple) - 1))
             start = int(torch.randint(0, s - edge + 1, ()))
             box.append(slice(start, start + edge))
         return tuple(box)

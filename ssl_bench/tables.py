@@ -327,7 +327,7 @@ def register_tables() -> None:
 def get_spec(table_id: str) -> TableSpec:
     """The registered spec of ``table_id`` (``IX``, ``ix``), or the spec in a ``.yaml`` file (a table of your own,
     e.g. ``benchmarks/acdc_baselines.yaml``), with a clear error if the specs are missing."""
-    if table_id.endswith((".yaml", ".yml")):
+    if table_id.lower().endswith((".yaml", ".yml")):
         if not Path(table_id).is_file():
             raise ConfigError(f"table spec file {table_id} not found")
         return load_spec(table_id)
@@ -776,7 +776,7 @@ def footnotes(result: TableResult) -> list[str]:
         f"Cells: per run, the mean over test cases; then mean ± sample std (ddof=1) over seeds "
         f"{', '.join(map(str, result.seeds))}, with n = finished runs found. Overlap metrics in %. "
         f"Beside each: the paper's value ({spec.source or 'CoraNet'}; std in parentheses where it gives one) "
-        "and Δ = measured − paper. '—': no finished run yet.",
+        "and Δ = measured − paper (none where a substitute dataset was measured). '—': no finished run yet.",
         "Bold: best measured value of the column. †: paired two-sided Wilcoxon signed-rank test "
         "(scipy.stats.wilcoxon) on the per-case values of the column's metric (per-case DSC for DSC columns; "
         f"each case averaged over seeds) against {base_labels or 'the baseline row'}: p < 0.05.",

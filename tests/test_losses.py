@@ -33,7 +33,7 @@ LOSSES = {
     "dice": lambda lg, y, q, m: masked_soft_dice_loss(lg, y, m),
     "sq-pixels": lambda lg, y, q, m: masked_squared_error(lg.softmax(1), q, m, "pixels"),
     "sq-mask": lambda lg, y, q, m: masked_squared_error(lg.softmax(1), q, m, "mask"),
-    "softmax-mse": lambda lg, y, q, m: softmax_mse(lg, q.log(), m),
+    "softmax-mse": lambda lg, y, q, m: softmax_mse(lg, q, m),
 }
 
 

@@ -54,7 +54,7 @@ class UNet(SegNet):
         self.input_multiple = 2**depth
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        multiple = 2**self.depth
+        multiple = self.input_multiple
         if any(s % multiple for s in x.shape[2:]):
             raise ValueError(f"U-Net input spatial size {tuple(x.shape[2:])} must be divisible by {multiple}")
         skips = []
