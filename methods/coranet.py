@@ -6,8 +6,12 @@ Reference implementation: github.com/koncle/CoraNet (3D V-Net on pancreas only; 
 
 The method, side by side with the paper (``protocol="paper"``, the default):
 
-* Network: shared encoder E and three branches on the U-Net's last feature — D (main), D_con, D_rad — each two
-  3x3 conv + BN + ReLU and a 1x1 conv (§IV-A). Only E + D are used at test time (§III-D2).
+* Network: shared encoder E and three branches — D (main), D_con, D_rad — each two 3x3 conv + BN + ReLU and a
+  1x1 conv (§IV-A). On the U-Net, D is the U-Net's own last decoder level and D_con, D_rad are freshly initialised
+  copies of it on the same input (head kind ``"branch"``, :mod:`ssl_bench.nets.base`), so E + D is exactly the
+  U-Net the baselines train: §III-D2 gives 29.6 M parameters for U-Net and at test, 29.8 M for training; here
+  31.04 M and 31.26 M at width 64. Only E + D are used at test time (§III-D2). Backbones without a duplicable last
+  block (V-Net, ResNet-18-3D) get two-conv branches on their last feature, the main one included.
 * L_crm (Eq. 1) on labelled data: CE(D) + CE_con(D_con) + CE_rad(D_rad), with class costs
   w_con = [alpha, 1] and w_rad = [1, alpha] for [background, foreground], alpha = 5.
 * Masks (Eq. 2-6): Y_con, Y_rad from the two heads; uncertain = Y_con XOR Y_rad, certain = 1 - uncertain.
@@ -107,7 +111,7 @@ class ConservativeRadicalDisagreement(UncertaintyEstimator):
 
     def required_heads(self) -> list[HeadSpec]:
         n = 2 * (self.num_classes - 1)
-        return [HeadSpec("con", n, "conv"), HeadSpec("rad", n, "conv")]
+        return [HeadSpec("con", n, "branch"), HeadSpec("rad", n, "branch")]
 
     @torch.no_grad()
     def estimate(self, net: SegNet, x: torch.Tensor, step: StepInfo | None = None) -> UncertaintyMap:
@@ -218,7 +222,7 @@ class CoraNet(Method):
         self.estimator: UncertaintyEstimator = build_estimator(c.estimator, c.estimator_options, k)
         self.crm = isinstance(self.estimator, ConservativeRadicalDisagreement)
         dropout = self.estimator.required_dropout()
-        self.student = ctx.build_backbone(self.estimator.required_heads(), main_head="conv", dropout=dropout)
+        self.student = ctx.build_backbone(self.estimator.required_heads(), main_head="branch", dropout=dropout)
         # an estimator that never marks pixels uncertain (`none`) leaves UC-SN nothing to train on
         self.mt_region = c.mt_region if (self.estimator.marks_uncertain or c.mt_region != "uncertain") else "none"
         self.teacher = None

@@ -11,14 +11,17 @@ from ssl_bench.registry import BACKBONES
 SHAPES = {2: (2, 1, 32, 32), 3: (1, 1, 16, 32, 32)}
 
 
+@pytest.mark.parametrize("kind", ["conv", "branch"])
 @pytest.mark.parametrize("name", BACKBONES.names())
-def test_backbone_shapes_and_heads(name):
+def test_backbone_shapes_and_heads(name, kind):
     dims = BACKBONES.entry(name).meta["dims"][0]
-    net = BACKBONES.get(name)(1, 3, width=8, depth=2, extra_heads=[HeadSpec("con", 4), HeadSpec("var", 3, "linear")])
+    heads = [HeadSpec("con", 4, kind), HeadSpec("var", 3, "linear")]
+    net = BACKBONES.get(name)(1, 3, width=8, depth=2, extra_heads=heads, main_head=kind)
     x = torch.randn(SHAPES[dims])
     out = net.forward_heads(x)
     assert set(out) == {"main", "con", "var"}
     assert out["main"].shape == (x.shape[0], 3, *x.shape[2:]) and out["con"].shape[1] == 4
+    assert out["con"].shape[2:] == x.shape[2:] and out["var"].shape[2:] == x.shape[2:]
     assert torch.allclose(net.eval()(x), net.forward_heads(x)["main"])
     extra = sum(p.numel() for p in net.extra_heads.parameters())
     assert net.inference_parameters() == sum(p.numel() for p in net.parameters()) - extra
@@ -44,3 +47,34 @@ def test_resnet18_3d_uses_anisotropic_kernels():
 def test_bad_input_size_is_explained(name, shape):
     with pytest.raises(ValueError, match="must be divisible|needs Z % 8"):
         BACKBONES.get(name)(1, 2, width=4)(torch.randn(shape))
+
+
+def test_coranet_branches_on_the_unet_duplicate_its_last_block():
+    """Head kind "branch" on the U-Net: E + D is the plain U-Net (same parameters, same outputs for the same
+    weights), D_con / D_rad are copies of the last decoder block on its input (paper §III-D2: 29.6 M at test)."""
+    torch.manual_seed(0)
+    plain = BACKBONES.get("unet2d")(1, 2, width=8, depth=2)
+    heads = [HeadSpec("con", 2, "branch"), HeadSpec("rad", 2, "branch")]
+    crm = BACKBONES.get("unet2d")(1, 2, width=8, depth=2, extra_heads=heads, main_head="branch")
+    assert crm.block_heads == {"con", "rad"}
+    assert crm.inference_parameters() == sum(p.numel() for p in plain.parameters())
+    block = sum(p.numel() for p in crm.last_block.parameters())
+    one_by_one = sum(p.numel() for p in crm.head.parameters())
+    assert sum(p.numel() for p in crm.extra_heads.parameters()) == 2 * (block + one_by_one)
+    missing, unexpected = crm.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and all(k.startswith("extra_heads.") for k in missing)
+    x = torch.randn(2, 1, 16, 16)
+    crm.eval(), plain.eval()
+    out = crm.forward_heads(x)
+    assert torch.allclose(out["main"], plain(x), atol=1e-6)
+    # a branch given the main branch's weights computes the main output: it reads the last block's input
+    crm.extra_heads["con"][0].load_state_dict(crm.last_block.state_dict())
+    crm.extra_heads["con"][2].load_state_dict(crm.head.state_dict())
+    assert torch.allclose(crm.forward_heads(x, ["con"])["con"], out["main"], atol=1e-6)
+
+
+def test_branch_heads_fall_back_to_conv_heads_and_block_heads_need_a_block():
+    net = BACKBONES.get("vnet")(1, 2, width=4, extra_heads=[HeadSpec("con", 2, "branch")], main_head="branch")
+    assert not net.block_heads and isinstance(net.head, torch.nn.Sequential)  # two-conv main branch
+    with pytest.raises(ValueError, match="no duplicable last block"):
+        BACKBONES.get("vnet")(1, 2, width=4, extra_heads=[HeadSpec("con", 2, "block")])

@@ -3,6 +3,15 @@
 ``net(x)`` returns the main head's logits; :meth:`SegNet.forward_heads` returns every head's logits from one
 shared feature pass (CoraNet's conservative/radical heads, an aleatoric variance head, ...). Inference-time
 parameter counts exclude the extra heads (:meth:`SegNet.inference_parameters`).
+
+CoraNet's branches (paper §IV-A: "three branches, each two 3x3 and one 1x1 convolutional layers with BN and
+ReLU"; §III-D2: U-Net 29.6 M parameters, CoraNet 29.8 M for training and 29.6 M at test) are head kind
+``"branch"``: on a backbone whose last decoder block can be duplicated (the U-Nets: two 3x3 conv + BN + ReLU on the
+concatenated skip and up-sampled features) a branch is a freshly initialised copy of that block on the same input
+plus a 1x1 conv (``"block"``), and the main branch D is the backbone's own last block with its 1x1 output — so
+E + D is exactly the plain backbone and D_con + D_rad add two blocks (0.22 M at width 64, the paper's 0.2 M).
+Backbones without a duplicable block (V-Net, ResNet-18-3D, smp encoders) build ``"conv"`` heads instead: two
+3x3 conv + BN + ReLU on the last feature and a 1x1 conv (and a ``"conv"`` main head).
 """
 
 from __future__ import annotations
@@ -21,8 +30,9 @@ class HeadSpec:
     Attributes:
         name: key in :meth:`SegNet.forward_heads`.
         out_channels: number of output channels (usually the number of classes).
-        kind: ``"conv"`` = two 3x3 conv + BN + ReLU then a 1x1 conv (CoraNet's branch, paper §IV-A);
-            ``"linear"`` = a single 1x1 conv.
+        kind: ``"branch"`` = CoraNet's branch as the backbone defines it (``"block"`` or ``"conv"``, see the module
+            docstring); ``"block"`` = a copy of the last decoder block on its input + a 1x1 conv; ``"conv"`` = two
+            3x3 conv + BN + ReLU on the last feature then a 1x1 conv; ``"linear"`` = a single 1x1 conv.
     """
 
     name: str
@@ -64,20 +74,36 @@ class ConvBlock(nn.Sequential):
         super().__init__(*layers)
 
 
-def make_head(dims: int, cin: int, spec: HeadSpec, norm: str = "batch") -> nn.Module:
+HEAD_KINDS = ("branch", "block", "conv", "linear")
+
+
+def make_head(
+    dims: int, cin: int, spec: HeadSpec, norm: str = "batch", block_in: int | None = None, dropout: float = 0.0
+) -> nn.Module:
+    """Head on the last feature (``cin`` channels) or, for ``"block"``, on the last block's input (``block_in``)."""
     conv = conv_nd(dims)
     if spec.kind == "linear":
         return conv(cin, spec.out_channels, 1)
     if spec.kind == "conv":
         return nn.Sequential(ConvBlock(dims, cin, cin, norm, n=2), conv(cin, spec.out_channels, 1))
-    raise ValueError(f"unknown head kind {spec.kind!r}: use 'conv' or 'linear'")
+    if spec.kind == "block":
+        if block_in is None:
+            raise ValueError(f"head {spec.name!r}: this backbone has no duplicable last block; use kind 'conv'")
+        return nn.Sequential(
+            ConvBlock(dims, block_in, cin, norm, n=2), dropout_nd(dims, dropout), conv(cin, spec.out_channels, 1)
+        )
+    raise ValueError(f"unknown head kind {spec.kind!r}: use one of {HEAD_KINDS}")
 
 
 class SegNet(nn.Module):
     """Base class: subclasses implement :meth:`features`.
 
     ``main_head`` is the kind of the main head (``"linear"``: a 1x1 conv, the classic U-Net output; ``"conv"``:
-    the CoraNet branch of two 3x3 conv + BN + ReLU and a 1x1 conv).
+    two 3x3 conv + BN + ReLU and a 1x1 conv; ``"branch"``: CoraNet's main branch D, i.e. ``"linear"`` on a backbone
+    with a duplicable last block, whose own last block is then D, else ``"conv"``).
+
+    A backbone with a duplicable last decoder block passes ``block_in_channels`` (that block's input channels) and
+    implements :meth:`trunk` (the block's input) and :attr:`last_block`.
     """
 
     dims: int
@@ -94,14 +120,40 @@ class SegNet(nn.Module):
         norm: str = "batch",
         final_dropout: float = 0.0,
         main_head: str = "linear",
+        block_in_channels: int | None = None,
     ) -> None:
         super().__init__()
         self.dims = dims
         self.feature_channels = feature_channels
         self.num_classes = num_classes
+        self.block_in_channels = block_in_channels
         self.final_dropout = dropout_nd(dims, final_dropout)
-        self.head = make_head(dims, feature_channels, HeadSpec("main", num_classes, main_head), norm)
-        self.extra_heads = nn.ModuleDict({h.name: make_head(dims, feature_channels, h, norm) for h in extra_heads})
+        main = self._resolve(HeadSpec("main", num_classes, main_head), main=True)
+        if main.kind == "block":
+            raise ValueError("the main head cannot be a 'block' head: the backbone's own last block is the main branch")
+        self.head = make_head(dims, feature_channels, main, norm)
+        specs = [self._resolve(h) for h in extra_heads]
+        #: names of the heads computed from the last block's input
+        self.block_heads = {h.name for h in specs if h.kind == "block"}
+        self.extra_heads = nn.ModuleDict(
+            {h.name: make_head(dims, feature_channels, h, norm, block_in_channels, final_dropout) for h in specs}
+        )
+
+    def _resolve(self, spec: HeadSpec, main: bool = False) -> HeadSpec:
+        """Turn kind ``"branch"`` into this backbone's CoraNet branch (see the module docstring)."""
+        if spec.kind != "branch":
+            return spec
+        duplicable = self.block_in_channels is not None
+        kind = ("linear" if main else "block") if duplicable else "conv"
+        return HeadSpec(spec.name, spec.out_channels, kind)
+
+    def trunk(self, x: torch.Tensor) -> torch.Tensor:
+        """Input of the last decoder block ``[B, block_in_channels, *spatial]`` (backbones with ``"block"`` heads)."""
+        raise NotImplementedError(f"{type(self).__name__} has no duplicable last block")
+
+    @property
+    def last_block(self) -> nn.Module:
+        raise NotImplementedError(f"{type(self).__name__} has no duplicable last block")
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Last decoder feature map ``[B, feature_channels, *spatial]``."""
@@ -113,10 +165,16 @@ class SegNet(nn.Module):
 
     def forward_heads(self, x: torch.Tensor, names: Iterable[str] | None = None) -> dict[str, torch.Tensor]:
         """Logits of the main head (key ``"main"``) and of the extra heads ``names`` (default: all)."""
-        feat = self.features(x)
+        names = list(self.extra_heads if names is None else names)
+        trunk = None
+        if self.block_heads.intersection(names):
+            trunk = self.trunk(x)
+            feat = self.last_block(trunk)
+        else:
+            feat = self.features(x)
         out = {"main": self.head(self.final_dropout(feat))}
-        for name in self.extra_heads if names is None else names:
-            out[name] = self.extra_heads[name](feat)
+        for name in names:
+            out[name] = self.extra_heads[name](trunk if name in self.block_heads else feat)
         return out
 
     def inference_parameters(self) -> int:

@@ -38,7 +38,16 @@ class UNet(SegNet):
         extra_heads: Iterable[HeadSpec] = (),
         main_head: str = "linear",
     ) -> None:
-        super().__init__(dims, width, num_classes, extra_heads, norm, final_dropout=dropout, main_head=main_head)
+        super().__init__(
+            dims,
+            width,
+            num_classes,
+            extra_heads,
+            norm,
+            final_dropout=dropout,
+            main_head=main_head,
+            block_in_channels=2 * width,
+        )
         chans = [width * 2**i for i in range(depth + 1)]
         self.down = nn.ModuleList([ConvBlock(dims, in_channels, chans[0], norm)])
         self.down.extend(ConvBlock(dims, chans[i - 1], chans[i], norm) for i in range(1, depth + 1))
@@ -53,7 +62,8 @@ class UNet(SegNet):
         self.depth = depth
         self.input_multiple = 2**depth
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
+    def trunk(self, x: torch.Tensor) -> torch.Tensor:
+        """Input of the last decoder block: the concatenated skip and up-sampled features ``[B, 2 width, *S]``."""
         multiple = self.input_multiple
         if any(s % multiple for s in x.shape[2:]):
             raise ValueError(f"U-Net input spatial size {tuple(x.shape[2:])} must be divisible by {multiple}")
@@ -62,9 +72,16 @@ class UNet(SegNet):
             x = block(x if i == 0 else self.pool(x))
             skips.append(x)
         x = self.bottleneck_dropout(skips.pop())
-        for up, block in zip(self.up, self.up_blocks):
+        for up, block in zip(self.up[:-1], self.up_blocks[:-1]):
             x = block(torch.cat([up(x), skips.pop()], dim=1))
-        return x
+        return torch.cat([self.up[-1](x), skips.pop()], dim=1)
+
+    @property
+    def last_block(self) -> nn.Module:
+        return self.up_blocks[-1]
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.last_block(self.trunk(x))
 
 
 @BACKBONES.register("unet2d", dims=(2,))
