@@ -407,3 +407,25 @@ def test_presets_resolve(name):
 def test_bad_options_are_rejected(name, options):
     with pytest.raises(ValueError):
         build(name, **options)
+
+
+@pytest.mark.parametrize("name", ["mean-teacher", "ua-mt", "pseudo-label", "vat"])
+def test_zero_unsupervised_weight_trains_exactly_the_supervised_unet(name, tmp_path):
+    """With params.weight = 0 these baselines must learn the U-Net's parameters bit for bit (same seed): the
+    unlabelled passes may only touch BatchNorm running statistics. Catches unlabelled data leaking into the
+    supervised path (e.g. joint BatchNorm batches) and randomness drawn out of order. (Pi-model and Temporal
+    Ensembling differ by design: Laine & Aila put the labelled images through the noisy pass too.)"""
+    from ssl_bench.cli import main
+
+    def params(method: str, *extra: str) -> dict[str, torch.Tensor]:
+        out = tmp_path / method
+        args = ["run", "--method", method, "--dataset", "cardiac-phantom", "--preset", "smoke", "--out", str(out)]
+        assert main([*args, "--no-progress", *extra]) == 0
+        (ckpt,) = out.rglob("last.pt")
+        state = torch.load(ckpt, weights_only=False)["model"]
+        return {k.removeprefix("student."): v for k, v in state.items() if k.startswith("student.")}
+
+    unet = params("unet")
+    ssl = params(name, "--set", "params.weight=0")
+    learned = [k for k, v in unet.items() if v.is_floating_point() and "running_" not in k]
+    assert learned and all(torch.equal(unet[k], ssl[k]) for k in learned), name
