@@ -1,8 +1,10 @@
 """``ssl-bench leaderboard``: every setting found in the results, ranked, with cost and provenance.
 
-A *setting* is (dataset, labelled budget, preset, method, estimator, alpha, backbone); its runs over seeds are
-aggregated like a table cell: per run the foreground mean over test cases of the metric (from ``per_case.csv``),
-then mean ± sample std over runs. Settings are ranked within (dataset, labelled budget, preset).
+A *setting* is (dataset, labelled budget, preset, method, estimator, alpha, backbone, variant), where the variant
+lists the config keys in which the runs differ from what that preset resolves to today (``--set`` overrides, or a
+preset changed since: see :func:`ssl_bench.tables.variant_of`); its runs over seeds are aggregated like a table
+cell: per run the foreground mean over test cases of the metric (from ``per_case.csv``), then mean ± sample std over
+runs. Settings are ranked within (dataset, labelled budget, preset).
 """
 
 from __future__ import annotations
@@ -15,9 +17,9 @@ from typing import Any
 import pandas as pd
 
 from ssl_bench.results import find_runs, values_equal
-from ssl_bench.tables import OVERLAP, run_value
+from ssl_bench.tables import OVERLAP, run_value, variant_of
 
-GROUP_KEYS = ("dataset", "labeled", "preset", "method", "estimator", "alpha", "backbone")
+GROUP_KEYS = ("dataset", "labeled", "preset", "method", "estimator", "alpha", "backbone", "variant")
 
 
 def leaderboard(
@@ -29,9 +31,10 @@ def leaderboard(
     metric: str = "dice",
 ) -> pd.DataFrame:
     """One row per setting with finished runs: ``rank, dataset, labeled, preset, method, estimator, alpha,
-    backbone, mean, std, n_runs, seeds, train_s`` (mean over runs), ``test_eval_s, params_train,
-    params_inference, settings`` (distinct config hashes without seed: > 1 means the runs differ in some other
-    option), ``run_ids, config_hashes, git_shas``. Overlap metrics in %."""
+    backbone, variant`` ("" = the plain preset, "?" = not resolvable here), ``mean, std, n_runs, seeds,
+    train_s`` (mean over runs), ``test_eval_s, params_train, params_inference, settings`` (distinct config hashes
+    without seed: > 1 means the runs differ in an option the variant cannot see), ``run_ids, config_hashes,
+    git_shas``. Overlap metrics in %."""
     runs = [r for r in find_runs(results_dir, status="finished")]
     rows = []
     for run in runs:
@@ -45,9 +48,11 @@ def leaderboard(
         timings = run.manifest.get("timings") or {}
         params = run.manifest.get("parameters") or {}
         scale = 100.0 if metric in OVERLAP else 1.0
+        variant = variant_of(run)
         rows.append(
             {
-                **{k: f[k] for k in GROUP_KEYS},
+                **{k: f[k] for k in GROUP_KEYS if k != "variant"},
+                "variant": "?" if variant is None else variant,
                 "seed": f["seed"],
                 "value": scale * run_value(run, metric, None),
                 "train_s": timings.get("train_s"),
@@ -152,6 +157,7 @@ def render_leaderboard(frame: pd.DataFrame, fmt: str = "md", *, metric: str = "d
             "estimator": frame["estimator"],
             "α": frame["alpha"].map(lambda v: f"{v:g}" if isinstance(v, (int, float)) else str(v)),
             "backbone": frame["backbone"],
+            "variant": frame["variant"].map(lambda v: v or "preset"),
             f"{metric}{unit}": [
                 "—" if math.isnan(m) else f"{m:.2f}" + ("" if math.isnan(s) else f" ± {s:.2f}")
                 for m, s in zip(frame["mean"], frame["std"])

@@ -233,6 +233,8 @@ def _filter(runs: list[RunRecord], filters: dict[str, Any]) -> list[RunRecord]:
 
 def values_equal(a: Any, b: Any) -> bool:
     """Config value equality: numbers compared as floats (``0.2 == 0.20``, ``12 == 12.0``), names normalised."""
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):  # YAML lists vs resolved tuples
+        return len(a) == len(b) and all(values_equal(x, y) for x, y in zip(a, b))
     if isinstance(a, bool) or isinstance(b, bool):
         return a == b
     if isinstance(a, (int, float)) and isinstance(b, (int, float)):

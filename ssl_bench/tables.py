@@ -34,10 +34,13 @@ One YAML file per table of the CoraNet paper (II–IX) in ``benchmarks/tables/``
         in_paper: true                  # false: a row we add (e.g. a baseline), no paper values
         paper: {RV: [82.69, 0.48], ...} # the paper's value per column: number, [mean, std] or null ("-")
 
-A *cell* (row x column) selects finished runs by their ``config.yaml``: same dataset, method, labelled budget,
-preset, backbone, estimator, alpha and extra keys (unset ones must equal the method's defaults), one per seed
-(the newest if several). The cell value is, per run, the mean over test cases (per class, or the foreground mean),
-then mean ± sample std (ddof=1) over the seeds, with n. Paper values and Δ = measured − paper are shown beside.
+A *cell* (row x column) selects finished runs by their ``config.yaml``: the run's resolved config must equal the
+cell's (``ssl-bench run`` with the cell's method, dataset, budget, preset, backbone, estimator, alpha and ``set``
+keys, resolved by the current code), every key but the seed and a few that cannot change scores (``UNMATCHED_KEYS``).
+So a run made with an extra ``--set trainer.epochs=100``, or before a preset changed, fills no cell of the plain
+preset. One run per seed (the newest if several). The cell value is, per run, the mean over test cases (per
+class, or the foreground mean), then mean ± sample std (ddof=1) over the seeds, with n. Paper values and
+Δ = measured − paper are shown beside.
 """
 
 from __future__ import annotations
@@ -73,6 +76,7 @@ __all__ = [
     "render_missing",
     "run_missing",
     "specs_dir",
+    "variant_of",
     "write_table",
 ]
 
@@ -86,6 +90,17 @@ MATCH_KEYS = (
     "model.backbone",
     "params.estimator",
     "params.alpha",
+)
+#: resolved config keys NOT compared: the seed (a cell aggregates over it), where the data lives, and settings that
+#: cannot change a run's scores (logging, checkpoint cadence, evaluation batching, the validated-equal metric code)
+UNMATCHED_KEYS = (
+    "seed",
+    "dataset.root",
+    "trainer.ckpt_every",
+    "trainer.log_every",
+    "trainer.stop_on_nan",
+    "eval.batch_size",
+    "eval.metrics_backend",
 )
 FORMATS = ("md", "tex", "csv", "html")
 SPEC_ERRORS: dict[str, str] = {}
@@ -431,7 +446,7 @@ def resolve_selector(sel: Selector) -> tuple[dict[str, Any] | None, str]:
             result = (None, f"config error: {exc}")
         else:
             flat = flatten(to_dict(cfg))
-            expected = {k: flat[k] for k in MATCH_KEYS if k in flat}
+            expected = {k: v for k, v in flat.items() if k not in UNMATCHED_KEYS}
             expected.update({k: flat.get(k, v) for k, v in sel.extra})
             if METHODS.get(sel.method).uses_all_labels:
                 expected.pop("dataset.labeled", None)  # the budget is ignored (run folder tag "all")
@@ -457,9 +472,54 @@ def literal_expected(sel: Selector) -> dict[str, Any]:
 
 
 def matches(run: Any, expected: dict[str, Any]) -> bool:
+    """Does ``run`` have the expected setting? ``MATCH_KEYS`` must be present and equal; every other expected key
+    must be equal where the run's config has it (a key that an older ssl-bench version did not write is skipped)."""
     from ssl_bench.results import values_equal
 
-    return all(values_equal(run.get(k), v) for k, v in expected.items())
+    missing = object()
+    for key, value in expected.items():
+        got = run.get(key, missing)
+        if got is missing:
+            if key in MATCH_KEYS:
+                return False
+            continue
+        if not values_equal(got, value):
+            return False
+    return True
+
+
+def variant_of(run: Any) -> str | None:
+    """How ``run``'s config differs from its plain setting (what ``ssl-bench run`` with the run's method, dataset,
+    budget, preset, backbone, estimator and alpha resolves to with the current code): ``"k=v, ..."`` with the run's
+    values, ``""`` for none, None when the setting cannot be resolved (e.g. a plugin method not loaded)."""
+    labeled = run.get("dataset.labeled")
+    sel = Selector(
+        dataset=normalize_name(str(run.get("dataset.name"))),
+        method=normalize_name(str(run.get("method"))),
+        labeled=float(labeled) if isinstance(labeled, (int, float)) else 1.0,
+        preset=str(run.get("preset")),
+        backbone=run.get("model.backbone"),
+        estimator=run.get("params.estimator"),
+        alpha=run.get("params.alpha"),
+    )
+    expected, _ = resolve_selector(sel)
+    if expected is None:
+        return None
+    from ssl_bench.results import values_equal
+
+    missing = object()
+    diff = []
+    for key, value in expected.items():
+        got = run.get(key, missing)
+        if got is not missing and not values_equal(got, value):
+            diff.append(f"{key}={_fmt_value(got)}")
+    return ", ".join(diff)
+
+
+def _fmt_value(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return "x".join(_fmt_value(v) for v in value)
+    return _fmt_num(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
 
 
 def cell_selector(

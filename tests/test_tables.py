@@ -134,14 +134,21 @@ CASES = [f"case{i}" for i in range(6)]
 
 
 def fake_run(
-    root: Path, method: str, seed: int, dice: dict[int, list[float]], hd: float, name: str, status: str = "finished"
+    root: Path,
+    method: str,
+    seed: int,
+    dice: dict[int, list[float]],
+    hd: float,
+    name: str,
+    status: str = "finished",
+    overrides: dict | None = None,
 ) -> Path:
     """A run folder as the runner writes it (config from resolve_config; made-up scores)."""
     from ssl_bench.config import config_hash, to_dict
     from ssl_bench.evaluate import summarize, write_eval
     from ssl_bench.runner import labelled_tag, resolve_config
 
-    cfg = resolve_config(method, "cardiac-phantom", preset="smoke", seed=seed)
+    cfg = resolve_config(method, "cardiac-phantom", preset="smoke", seed=seed, overrides=overrides)
     run_dir = root / "cardiac-phantom" / method / labelled_tag(cfg) / f"seed{seed}" / name
     run_dir.mkdir(parents=True)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
@@ -203,6 +210,31 @@ def test_cell_mean_std_over_seeds_per_class(synthetic):
     # paper-only and not-yet-registered rows stay empty
     assert not t.cell("cited", "RV").measured and not t.cell("future", "RV").runnable
     assert "not registered" in t.cell("future", "RV").reason
+
+
+def test_a_run_with_other_settings_fills_no_cell_of_the_plain_preset(synthetic, tmp_path):
+    """The newest run of a seed is used only if its whole resolved config is the cell's: a longer run made with
+    ``--set trainer.epochs=...`` (or one made before a preset changed) must not replace the preset's run."""
+    from ssl_bench.tables import build_table, load_spec
+
+    spec, root = synthetic
+    longer = fake_run(
+        root, "unet", 0, {k: [0.1] * 6 for k in (1, 2, 3)}, 1.0, "20270101-000000-long", overrides={"trainer.epochs": 7}
+    )
+    rv = build_table(spec, root, preset="smoke").cell("base", "RV")
+    assert longer.name not in [r.run_id for r in rv.runs] and rv.mean == pytest.approx(70.0)
+    # a spec asking for that setting (a `set` key) finds it, and only it
+    other = tmp_path / "long.yaml"
+    other.write_text(SPEC.replace("seeds: [0, 1, 2]", "seeds: [0, 1, 2]\nset: {trainer.epochs: 7}"))
+    cell = build_table(load_spec(other), root, preset="smoke").cell("base", "RV")
+    assert [r.run_id for r in cell.runs] == [longer.name] and cell.mean == pytest.approx(10.0)
+    # a key an older ssl-bench did not write is not compared; a differing one is
+    config = longer / "config.yaml"
+    data = yaml.safe_load(config.read_text())
+    data["trainer"]["epochs"] = 2
+    del data["trainer"]["amp"]
+    config.write_text(yaml.safe_dump(data, sort_keys=False))
+    assert build_table(spec, root, preset="smoke").cell("base", "RV").runs[0].run_id == longer.name
 
 
 def test_wilcoxon_marker_against_baseline(synthetic):
@@ -468,6 +500,15 @@ def test_leaderboard(cli, capsys, synthetic):
     assert "| 1 | cardiac-phantom | 0.2 | smoke | mean-teacher |" in out and "params train/test" in out
     assert cli("leaderboard", "--results", root, "--format", "csv", "--labeled", "0.5") == 0
     assert capsys.readouterr().out.strip().startswith("rank,")
+    # a run with another setting (here a longer schedule) is its own row, named by what differs
+    fake_run(
+        root, "unet", 0, {k: [0.2] * 6 for k in (1, 2, 3)}, 1.0, "20270101-000000-long", overrides={"trainer.epochs": 7}
+    )
+    lb = leaderboard(root, metric="dice")
+    assert list(lb["variant"]) == ["", "", "trainer.epochs=7"] and list(lb["rank"]) == [1, 2, 3]
+    assert lb.iloc[2]["n_runs"] == 1 and lb.iloc[2]["mean"] == pytest.approx(20.0)
+    assert cli("leaderboard", "--results", root) == 0
+    assert "| smoke | unet | — | — | unet2d | trainer.epochs=7 | 20.00 | 1 |" in capsys.readouterr().out
 
 
 def test_a_spec_file_of_ones_own_renders_like_a_paper_table(capsys, tmp_path):
