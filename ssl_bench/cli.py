@@ -31,21 +31,25 @@ Typical workflow:
 """
 
 RUN_EPILOG = """\
-presets:
-  smoke   seconds; for tests (32x32 slices, width-8 U-Net, 6 steps)
-  cpu     a reduced real run for 2 CPU cores (default): 96x96 slices (dataset presets may change it),
-          width-16 U-Net, 10 epochs x 40 steps, batch 8
-  paper   the paper's protocol (256x256, width-64 U-Net, Adam lr 1e-3 betas (0.5, 0.999), batch 4); GPU-sized
+presets (--dry-run prints every value a run will use):
+  smoke   seconds, for tests:
+            {smoke}
+  cpu     a reduced real run for 2 CPU cores (default):
+            {cpu}
+  paper   the paper's protocol (§IV-A), GPU-sized:
+            {paper}
+A dataset's own preset values win over these: acdc cpu = {acdc_cpu};
+3D datasets set patch sizes and a V-Net.
 
 --set KEY=VALUE overrides any config field, typed and checked; sections: dataset, model, optim, trainer,
 eval, params (the method's own options; also addressable as method.KEY or <method>.KEY). Examples:
   --set trainer.epochs=5  --set optim.lr=3e-4  --set dataset.image_size=128  --set params.loss=ce+dice
 
---labeled: a fraction of the training patients (0.2 = 20%%) or a number of patients (7). Labelled patients
+--labeled: a fraction of the training patients (0.2 = 20%) or a number of patients (7). Labelled patients
 are the first ones of the training list (SSL4MIS convention; --set dataset.selection=random draws them).
 
 The run folder (printed at start) holds config.yaml, manifest.json, metrics.jsonl, checkpoints/ and
-eval/test/{per_case.csv,summary.json}. Default location: ./results/runs (or $SSL_BENCH_RESULTS, or --out).
+eval/test/{{per_case.csv,summary.json}}. Default location: ./results/runs (or $SSL_BENCH_RESULTS, or --out).
 """
 
 
@@ -70,6 +74,18 @@ def _runtime_parent() -> argparse.ArgumentParser:
     return parent
 
 
+#: ACDC's own cpu-preset values (datasets/acdc.py), shown in ``run --help`` without importing the dataset modules;
+#: a test keeps it equal to the registered preset
+ACDC_CPU = "128x128, 25 epochs x 40 steps, batch 4+4, trainer.val_every=5"
+
+
+def run_epilog() -> str:
+    from ssl_bench.config import PRESETS, describe_preset
+
+    described = {name: describe_preset(values) for name, values in PRESETS.items()}
+    return RUN_EPILOG.format(acdc_cpu=ACDC_CPU, **described)
+
+
 def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(prog="ssl-bench", description=DESCRIPTION, formatter_class=fmt)
@@ -90,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
         "run",
         parents=[plugin, runtime],
         formatter_class=fmt,
-        epilog=RUN_EPILOG,
+        epilog=run_epilog(),
         help="train a method on a dataset, then evaluate it on the test split",
         description="Train METHOD on DATASET (model selection on the val split), then score the "
         "test split once with the full metric suite.",

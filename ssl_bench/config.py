@@ -175,6 +175,45 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+def describe_preset(values: dict[str, Any]) -> str:
+    """One line of what a preset layer sets, for ``--help``: ``"96x96, width 16, 10 epochs x 40 steps, batch 8+8"``."""
+    rest = dict(values)
+    parts = []
+    if "dataset.image_size" in rest:
+        parts.append("x".join(str(v) for v in rest.pop("dataset.image_size")))
+    if "model.width" in rest:
+        parts.append(f"width {rest.pop('model.width')}")
+    for key in ("trainer.ckpt_every", "trainer.log_every"):  # bookkeeping, not the protocol
+        rest.pop(key, None)
+    if rest.get("model.depth") == ModelConfig.depth:
+        del rest["model.depth"]
+    if "optim.name" in rest:
+        text = f"{rest.pop('optim.name')}"
+        if "optim.lr" in rest:
+            text += f" lr {rest.pop('optim.lr'):g}"
+        if "optim.betas" in rest:
+            text += f" betas {tuple(rest.pop('optim.betas'))}"
+        parts.append(text)
+    if "trainer.epochs" in rest:
+        epochs = rest.pop("trainer.epochs")
+        if "trainer.iters_per_epoch" in rest:
+            iters = rest.pop("trainer.iters_per_epoch")
+            parts.append(f"{epochs} epochs x {iters} steps" if iters else f"{epochs} epochs (full passes)")
+        else:
+            parts.append(f"{epochs} epochs")
+    if "trainer.batch_size" in rest:
+        batch = f"batch {rest.pop('trainer.batch_size')}"
+        if "trainer.unlabeled_batch_size" in rest:
+            batch += f"+{rest.pop('trainer.unlabeled_batch_size')}"
+        parts.append(batch)
+    parts += [f"{key}={_fmt_preset_value(value)}" for key, value in rest.items()]
+    return ", ".join(parts)
+
+
+def _fmt_preset_value(value: Any) -> str:
+    return "x".join(str(v) for v in value) if isinstance(value, (list, tuple)) else str(value)
+
+
 # -- typed conversion -----------------------------------------------------------------------------------------
 
 

@@ -14,8 +14,22 @@ def test_help_teaches(capsys):
     with pytest.raises(SystemExit):
         main(["run", "--help"])
     out = capsys.readouterr().out
-    for text in ("--method", "--labeled", "presets:", "smoke", "paper", "--set KEY=VALUE", "run folder"):
+    for text in ("--method", "--labeled", "presets (", "smoke", "paper", "--set KEY=VALUE", "run folder"):
         assert text in out
+
+
+def test_help_states_the_presets_values():
+    """The preset lines of `run --help` are generated from the presets, and ACDC's own line equals its preset."""
+    from ssl_bench.cli import ACDC_CPU, run_epilog
+    from ssl_bench.config import PRESETS, describe_preset
+    from ssl_bench.registry import DATASETS, discover
+
+    discover()
+    assert describe_preset(DATASETS.get("acdc").presets["cpu"]) == ACDC_CPU
+    text = run_epilog()
+    assert "96x96, width 16, 10 epochs x 40 steps, batch 8+8" in text  # cpu, from PRESETS
+    assert all(describe_preset(values) in text for values in PRESETS.values())
+    assert "acdc cpu = " + ACDC_CPU in text and "%%" not in text
 
 
 def test_list_methods(capsys):
