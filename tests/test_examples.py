@@ -44,6 +44,20 @@ except ValueError as e:
     assert "min_margin" in str(e)
 else:
     raise AssertionError("min_margin=2 accepted")
+try:
+    build_estimator("margin", {{"bn": "frozen"}}, 3)
+except ValueError as e:
+    assert "bn must be" in str(e)
+else:
+    raise AssertionError("bn='frozen' accepted")
+# a teacher in train mode: the pass leaves its BatchNorm running statistics and its mode alone
+torch.manual_seed(0)
+net = torch.nn.Sequential(torch.nn.Conv2d(1, 3, 1), torch.nn.BatchNorm2d(3)).train()
+before = net[1].running_mean.clone(), net[1].num_batches_tracked.clone()
+for bn in ("keep", "batch", "running"):
+    umap = build_estimator("margin", {{"bn": bn}}, 3).estimate(net, 3 + torch.randn(2, 1, 4, 4))
+    assert umap.prob.shape == (2, 3, 4, 4) and net.training
+    assert torch.equal(net[1].running_mean, before[0]) and torch.equal(net[1].num_batches_tracked, before[1]), bn
 """
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
