@@ -206,12 +206,17 @@ def describe_preset(values: dict[str, Any]) -> str:
         if "trainer.unlabeled_batch_size" in rest:
             batch += f"+{rest.pop('trainer.unlabeled_batch_size')}"
         parts.append(batch)
-    parts += [f"{key}={_fmt_preset_value(value)}" for key, value in rest.items()]
+    parts += [f"{key}={format_config_value(value)}" for key, value in rest.items()]
     return ", ".join(parts)
 
 
-def _fmt_preset_value(value: Any) -> str:
-    return "x".join(str(v) for v in value) if isinstance(value, (list, tuple)) else str(value)
+def format_config_value(value: Any) -> str:
+    """A config value as ``--set`` takes it: sizes as ``128x128``, numbers as ``160`` or ``0.001``."""
+    if isinstance(value, (list, tuple)):
+        return "x".join(format_config_value(v) for v in value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
 
 
 # -- typed conversion -----------------------------------------------------------------------------------------

@@ -471,21 +471,26 @@ def literal_expected(sel: Selector) -> dict[str, Any]:
     return out
 
 
-def matches(run: Any, expected: dict[str, Any]) -> bool:
-    """Does ``run`` have the expected setting? ``MATCH_KEYS`` must be present and equal; every other expected key
-    must be equal where the run's config has it (a key that an older ssl-bench version did not write is skipped)."""
+def compare_config(run: Any, expected: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """``(keys whose value differs, keys the run's config lacks)`` of ``expected`` in ``run``'s config."""
     from ssl_bench.results import values_equal
 
     missing = object()
+    differing, absent = [], []
     for key, value in expected.items():
         got = run.get(key, missing)
         if got is missing:
-            if key in MATCH_KEYS:
-                return False
-            continue
-        if not values_equal(got, value):
-            return False
-    return True
+            absent.append(key)
+        elif not values_equal(got, value):
+            differing.append(key)
+    return differing, absent
+
+
+def matches(run: Any, expected: dict[str, Any]) -> bool:
+    """Does ``run`` have the expected setting? ``MATCH_KEYS`` must be present and equal; every other expected key
+    must be equal where the run's config has it (a key that an older ssl-bench version did not write is skipped)."""
+    differing, absent = compare_config(run, expected)
+    return not differing and not set(absent) & set(MATCH_KEYS)
 
 
 def variant_of(run: Any) -> str | None:
@@ -505,21 +510,10 @@ def variant_of(run: Any) -> str | None:
     expected, _ = resolve_selector(sel)
     if expected is None:
         return None
-    from ssl_bench.results import values_equal
+    from ssl_bench.config import format_config_value
 
-    missing = object()
-    diff = []
-    for key, value in expected.items():
-        got = run.get(key, missing)
-        if got is not missing and not values_equal(got, value):
-            diff.append(f"{key}={_fmt_value(got)}")
-    return ", ".join(diff)
-
-
-def _fmt_value(value: Any) -> str:
-    if isinstance(value, (list, tuple)):
-        return "x".join(_fmt_value(v) for v in value)
-    return _fmt_num(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
+    differing, _ = compare_config(run, expected)
+    return ", ".join(f"{key}={format_config_value(run.get(key))}" for key in differing)
 
 
 def cell_selector(
