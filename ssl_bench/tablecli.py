@@ -134,6 +134,7 @@ def cmd_table(args: argparse.Namespace) -> int:
     if out not in dirs:
         dirs = [out, *dirs]
     result = tables.build_table(spec, dirs, preset=args.preset, seeds=args.seeds, dataset_map=dataset_map)
+    exported: list = []  # records written as runs finished
     if args.missing or args.run_missing:
         plan = tables.plan_missing(result, stale_s=args.stale_after)
         print(tables.render_missing(result, plan, out, args.plugin), end="")
@@ -146,7 +147,7 @@ def cmd_table(args: argparse.Namespace) -> int:
             def on_finish(entry: tables.MissingRun, code: int) -> None:
                 if code == 0:
                     with lock:
-                        export_records(tables.finished_runs_of(entry, out), args.export_records)
+                        exported.extend(export_records(tables.finished_runs_of(entry, out), args.export_records))
 
         done = tables.run_missing(
             plan,
@@ -166,7 +167,7 @@ def cmd_table(args: argparse.Namespace) -> int:
         print(f"\nwritten: {', '.join(str(p) for p in written)}", file=sys.stderr)
     if args.export_records is not None:
         used = {r.run_id: r for c in result.cells.values() for r in c.runs}
-        copied = export_records(used.values(), args.export_records)
+        copied = exported + export_records(used.values(), args.export_records)
         print(f"records: {len(copied)} new under {args.export_records} ({len(used)} runs used)", file=sys.stderr)
     return 0
 
