@@ -55,6 +55,15 @@ def add_parsers(sub: argparse._SubParsersAction, plugin: argparse.ArgumentParser
     )
     _results_arg(p)
     p.add_argument("--preset", default="cpu", help="preset of the runs to use and to start (default cpu)")
+    p.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override every cell's runs were made with (as `ssl-bench run --set`; repeatable); "
+        "the files get a suffix, e.g. IX-cpu-iters_per_epoch160",
+    )
     p.add_argument("--format", default="md", choices=["md", "tex", "csv", "html"], help="printed format")
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds per cell (default: the table's)")
     p.add_argument(
@@ -125,15 +134,19 @@ def add_parsers(sub: argparse._SubParsersAction, plugin: argparse.ArgumentParser
 
 def cmd_table(args: argparse.Namespace) -> int:
     from ssl_bench import tables
+    from ssl_bench.config import parse_set
     from ssl_bench.results import _as_dirs, export_records
 
     spec = tables.get_spec(args.table_id)
     dirs = _as_dirs(args.results)
     dataset_map = tables.parse_dataset_map(args.dataset)
+    overrides = parse_set(args.sets)
     out = args.out or dirs[0]
     if out not in dirs:
         dirs = [out, *dirs]
-    result = tables.build_table(spec, dirs, preset=args.preset, seeds=args.seeds, dataset_map=dataset_map)
+    result = tables.build_table(
+        spec, dirs, preset=args.preset, seeds=args.seeds, dataset_map=dataset_map, overrides=overrides
+    )
     exported: list = []  # records written as runs finished
     if args.missing or args.run_missing:
         plan = tables.plan_missing(result, stale_s=args.stale_after)
@@ -160,7 +173,9 @@ def cmd_table(args: argparse.Namespace) -> int:
         )
         failed = [entry for entry, code in done if code != 0]
         print(f"# {len(done) - len(failed)} run(s) finished, {len(failed)} failed")
-        result = tables.build_table(spec, dirs, preset=args.preset, seeds=args.seeds, dataset_map=dataset_map)
+        result = tables.build_table(
+            spec, dirs, preset=args.preset, seeds=args.seeds, dataset_map=dataset_map, overrides=overrides
+        )
     print(tables.render(result, args.format), end="")
     if not args.no_write:
         written = tables.write_table(result, args.tables_dir, formats=[args.format])

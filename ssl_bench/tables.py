@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import subprocess
 import sys
 import time
@@ -69,6 +70,7 @@ __all__ = [
     "TableResult",
     "TableSpec",
     "build_table",
+    "finished_runs_like",
     "get_spec",
     "load_spec",
     "plan_missing",
@@ -445,14 +447,33 @@ def resolve_selector(sel: Selector) -> tuple[dict[str, Any] | None, str]:
         except SSLBenchError as exc:
             result = (None, f"config error: {exc}")
         else:
+            expected = expected_config(cfg)
             flat = flatten(to_dict(cfg))
-            expected = {k: v for k, v in flat.items() if k not in UNMATCHED_KEYS}
             expected.update({k: flat.get(k, v) for k, v in sel.extra})
-            if METHODS.get(sel.method).uses_all_labels:
-                expected.pop("dataset.labeled", None)  # the budget is ignored (run folder tag "all")
             result = (expected, "")
     _RESOLVED[sel] = result
     return result
+
+
+def expected_config(cfg: Any) -> dict[str, Any]:
+    """The flat config values a run made with ``cfg`` (a resolved :class:`~ssl_bench.config.RunConfig`) must have,
+    seed excluded: every key but :data:`UNMATCHED_KEYS` (and the labelled budget for methods that use all labels)."""
+    from ssl_bench.config import flatten, to_dict
+    from ssl_bench.registry import METHODS
+
+    expected = {k: v for k, v in flatten(to_dict(cfg)).items() if k not in UNMATCHED_KEYS}
+    if cfg.method in METHODS and METHODS.get(cfg.method).uses_all_labels:
+        expected.pop("dataset.labeled", None)  # the budget is ignored (run folder tag "all")
+    return expected
+
+
+def finished_runs_like(cfg: Any, results_dir: str | Path | Iterable[str | Path] | None = None) -> list[Any]:
+    """The finished runs under ``results_dir`` (default: as :func:`ssl_bench.results.find_runs`) made with ``cfg``'s
+    setting and seed, as a table cell would match them: use it to skip a run that is already there."""
+    from ssl_bench.results import find_runs
+
+    expected = expected_config(cfg)
+    return [r for r in find_runs(results_dir, status="finished") if r.get("seed") == cfg.seed and matches(r, expected)]
 
 
 def literal_expected(sel: Selector) -> dict[str, Any]:
@@ -517,16 +538,22 @@ def variant_of(run: Any) -> str | None:
 
 
 def cell_selector(
-    spec: TableSpec, row: RowSpec, col: ColumnSpec, preset: str, dataset_map: dict[str, str] | None = None
+    spec: TableSpec,
+    row: RowSpec,
+    col: ColumnSpec,
+    preset: str,
+    dataset_map: dict[str, str] | None = None,
+    overrides: dict[str, Any] | None = None,
 ) -> Selector | None:
-    """The run setting of a cell (None for rows the paper only cites). Precedence: table < row < column."""
+    """The run setting of a cell (None for rows the paper only cites). Precedence of the ``set`` keys: table < row <
+    column < ``overrides`` (``ssl-bench table --set``)."""
     if row.method is None:
         return None
     dataset = col.dataset or row.dataset or spec.dataset
     dataset = map_dataset(dataset, dataset_map)
     labeled = col.labeled if col.labeled is not None else row.labeled if row.labeled is not None else spec.labeled
     backbone = col.backbone or row.backbone or spec.backbone
-    extra = {**spec.set, **row.set, **col.set}
+    extra = {**spec.set, **row.set, **col.set, **(overrides or {})}
     alpha = row.alpha
     if "params.alpha" in extra:
         alpha = float(extra.pop("params.alpha"))
@@ -607,6 +634,8 @@ class TableResult:
     cells: dict[tuple[str, str], Cell]
     n_runs_found: int = 0
     distance_units: dict[str, str] = field(default_factory=dict)
+    #: ``--set`` keys every cell's runs were made with (on top of the spec's own)
+    overrides: dict[str, Any] = field(default_factory=dict)
 
     def cell(self, row_id: str, col_key: str) -> Cell:
         return self.cells[(row_id, col_key)]
@@ -617,11 +646,26 @@ class TableResult:
 
     @property
     def stem(self) -> str:
-        """File stem: ``IX-cpu`` (``IX-smoke-cardiac-phantom`` when datasets are substituted)."""
+        """File stem: ``IX-cpu`` (``IX-smoke-cardiac-phantom`` when datasets are substituted,
+        ``IX-cpu-iters_per_epoch160`` with ``--set trainer.iters_per_epoch=160``)."""
         stem = f"{self.spec.id}-{self.preset}"
         if self.dataset_map:
             stem += "-" + "-".join(sorted(set(self.dataset_map.values())))
+        for key, value in sorted(self.overrides.items()):
+            from ssl_bench.config import format_config_value
+
+            stem += "-" + re.sub(r"[^A-Za-z0-9_.]+", "_", key.rsplit(".", 1)[-1] + format_config_value(value))
         return stem
+
+    @property
+    def setting(self) -> str:
+        """``preset `cpu``` plus the ``--set`` keys, for titles."""
+        text = f"preset `{self.preset}`"
+        if self.overrides:
+            from ssl_bench.config import format_config_value
+
+            text += ", " + " ".join(f"`--set {k}={format_config_value(v)}`" for k, v in self.overrides.items())
+        return text
 
 
 def run_value(run: Any, metric: str, cls: int | None) -> float:
@@ -691,6 +735,7 @@ def build_table(
     dataset_map: dict[str, str] | None = None,
     runs: list[Any] | None = None,
     alpha: float = 0.05,
+    overrides: dict[str, Any] | None = None,
 ) -> TableResult:
     """Fill a table from the finished runs under ``results_dir`` (default ``results/runs`` and ``results/records``).
 
@@ -701,6 +746,7 @@ def build_table(
         dataset_map: dataset substitution, e.g. ``{"acdc": "cardiac-phantom"}`` (``"*"``: every dataset).
         runs: the run records to use instead of searching ``results_dir`` (see :func:`ssl_bench.results.find_runs`).
         alpha: significance level of the Wilcoxon marker.
+        overrides: config keys every cell's runs were made with (``ssl-bench run --set``), on top of the spec's.
     """
     from ssl_bench.results import _as_dirs, find_runs
 
@@ -709,11 +755,20 @@ def build_table(
     all_runs = runs if runs is not None else find_runs(dirs)
     finished = [r for r in all_runs if r.finished]
     seeds = list(seeds) if seeds else list(spec.seeds)
-    result = TableResult(spec, preset, seeds, dict(dataset_map or {}), dirs, {}, n_runs_found=len(finished))
+    result = TableResult(
+        spec,
+        preset,
+        seeds,
+        dict(dataset_map or {}),
+        dirs,
+        {},
+        n_runs_found=len(finished),
+        overrides=dict(overrides or {}),
+    )
     for row in spec.rows:
         for col in spec.columns:
             paper, paper_std = row.paper.get(col.key, (None, None))
-            sel = cell_selector(spec, row, col, preset, dataset_map)
+            sel = cell_selector(spec, row, col, preset, dataset_map, result.overrides)
             cell = Cell(row, col, sel, runnable=False, paper=paper, paper_std=paper_std)
             original = col.dataset or row.dataset or spec.dataset
             if sel is not None and sel.dataset != normalize_name(original):
@@ -853,6 +908,8 @@ def footnotes(result: TableResult) -> list[str]:
         if name in DATASETS and DATASETS.get(name).presets.get(result.preset):
             own = ", ".join(f"{k}={v}" for k, v in DATASETS.get(name).presets[result.preset].items())
             preset_text += f"; {name}: {own}"
+    if result.overrides:
+        preset_text += "; every run also with " + ", ".join(f"{k}={v}" for k, v in result.overrides.items())
     notes.append(
         f"Preset: {result.preset} ({preset_text}); dataset(s): {', '.join(datasets) or spec.dataset}{mapped}. "
         f"{result.n_runs_found} finished run(s) read from {', '.join(str(d) for d in result.results_dirs)}."
@@ -886,7 +943,7 @@ def _md_escape(text: str) -> str:
 
 def _render_md(result: TableResult) -> str:
     spec = result.spec
-    lines = [f"### Table {spec.id}: {spec.title} (preset `{result.preset}`)", ""]
+    lines = [f"### Table {spec.id}: {spec.title} ({result.setting})", ""]
     if spec.caption:
         lines += [f"*Paper caption:* {spec.caption}", ""]
     if spec.protocol:
@@ -927,12 +984,13 @@ def tex_escape(text: str) -> str:
 
 def _render_tex(result: TableResult) -> str:
     spec = result.spec
+    setting = tex_escape(result.setting.replace("`", ""))
     ncol = 1 + 2 * len(spec.columns)
     lines = [
         "% generated by `ssl-bench table` (needs \\usepackage{booktabs})",
         r"\begin{table}[t]",
         r"\centering\small",
-        rf"\caption{{Table {tex_escape(spec.id)}: {tex_escape(spec.title)} (preset {tex_escape(result.preset)})}}",
+        rf"\caption{{Table {tex_escape(spec.id)}: {tex_escape(spec.title)} ({setting})}}",
         rf"\begin{{tabular}}{{l{'rl' * len(spec.columns)}}}",
         r"\toprule",
         " & ".join(["Method", *[f"{tex_escape(c.header)} & paper" for c in spec.columns]]) + r" \\",
@@ -975,7 +1033,7 @@ def _render_html(result: TableResult) -> str:
             body.append("<tr>" + "".join(tds) + "</tr>")
     notes = "".join(f"<li>{escape(n)}</li>" for n in footnotes(result))
     return (
-        f"<h3>Table {escape(spec.id)}: {escape(spec.title)} (preset {escape(result.preset)})</h3>\n"
+        f"<h3>Table {escape(spec.id)}: {escape(spec.title)} ({escape(result.setting.replace('`', ''))})</h3>\n"
         f"<table>\n<thead><tr><th>Method</th>{head}</tr></thead>\n<tbody>\n" + "\n".join(body) + "\n</tbody>\n"
         f"</table>\n<ol>{notes}</ol>\n"
     )
@@ -1056,6 +1114,7 @@ def provenance(result: TableResult) -> dict[str, Any]:
         "title": result.spec.title,
         "spec": _rel(result.spec.path) if result.spec.path else None,
         "preset": result.preset,
+        "overrides": result.overrides,
         "seeds": result.seeds,
         "dataset_map": result.dataset_map,
         "results_dirs": [str(d) for d in result.results_dirs],

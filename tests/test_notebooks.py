@@ -31,11 +31,15 @@ def outputs(nb: object) -> str:
 
 
 def test_quickstart(smoke_tree, tmp_path, monkeypatch):  # noqa: F811
-    """Phantom runs -> table -> figures. The mean-teacher run is copied in, so the notebook trains unet only and
-    shows that finished runs are skipped."""
+    """Phantom runs -> table -> figures. A mean-teacher run of the notebook's setting is made first, so the notebook
+    trains unet only and shows that finished runs are skipped; the smoke tree's run (other settings) is not taken."""
+    from ssl_bench.runner import resolve_config, start_run
+
     results = tmp_path / "results" / "runs"
     src = _run_dirs(smoke_tree, "mean-teacher")[0]
     shutil.copytree(src, results / src.relative_to(smoke_tree))
+    cfg = resolve_config("mean-teacher", "cardiac-phantom", preset="smoke", seed=0, labeled=0.2)
+    start_run(cfg, out=results, progress=False, echo=lambda s: None)
     monkeypatch.setenv("SSL_BENCH_RESULTS", str(results))
     monkeypatch.setenv("SSL_BENCH_NB_PRESET", "smoke")
     nb = execute("quickstart.ipynb", tmp_path)

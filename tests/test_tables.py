@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import yaml
 from scipy.stats import wilcoxon
-from test_results import _run_dirs, smoke_tree  # noqa: F401 - session fixture shared with test_results
+from test_results import FAST, _run_dirs, smoke_tree  # noqa: F401 - session fixture shared with test_results
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER = REPO.parent / "shared" / "paper" / "coranet_tmi.txt"
@@ -237,6 +237,19 @@ def test_a_run_with_other_settings_fills_no_cell_of_the_plain_preset(synthetic, 
     assert build_table(spec, root, preset="smoke").cell("base", "RV").runs[0].run_id == longer.name
 
 
+def test_finished_runs_like_matches_setting_and_seed(synthetic):
+    from ssl_bench.runner import resolve_config
+    from ssl_bench.tables import finished_runs_like
+
+    _, root = synthetic
+    fake_run(root, "unet", 1, UNET[1], 1.0, "20270101-000000-long", overrides={"trainer.epochs": 7})
+    plain = resolve_config("unet", "cardiac-phantom", preset="smoke", seed=1)
+    assert [r.run_id for r in finished_runs_like(plain, root)] == ["20260101-000001-u1"]
+    longer = resolve_config("unet", "cardiac-phantom", preset="smoke", seed=1, overrides={"trainer.epochs": 7})
+    assert [r.run_id for r in finished_runs_like(longer, root)] == ["20270101-000000-long"]
+    assert finished_runs_like(resolve_config("unet", "cardiac-phantom", preset="smoke", seed=5), root) == []
+
+
 def test_wilcoxon_marker_against_baseline(synthetic):
     from ssl_bench.tables import build_table
 
@@ -401,7 +414,12 @@ def test_table_from_real_smoke_runs(cli, capsys, smoke_tree, tmp_path):  # noqa:
     each run's summary.json (written by the evaluator, independently of the table code)."""
     from ssl_bench.tables import build_table, render
 
-    t = build_table("IX", smoke_tree, preset="smoke", seeds=[0, 1], dataset_map={"acdc": "cardiac-phantom"})
+    # the smoke tree's runs were made with `--set` FAST: without it, they fill no cell of the plain smoke preset
+    plain = build_table("IX", smoke_tree, preset="smoke", seeds=[0, 1], dataset_map={"acdc": "cardiac-phantom"})
+    assert plain.measured_cells == 0
+    t = build_table(
+        "IX", smoke_tree, preset="smoke", seeds=[0, 1], dataset_map={"acdc": "cardiac-phantom"}, overrides=FAST
+    )
     unet = [json.loads((d / "eval/test/summary.json").read_text()) for d in _run_dirs(smoke_tree, "unet")]
     for col, key in (("RV", "1"), ("Myo", "2"), ("LV", "3")):
         per_run = [100 * s["classes"][key]["dice"]["mean"] for s in unet]
@@ -431,15 +449,26 @@ def test_table_from_real_smoke_runs(cli, capsys, smoke_tree, tmp_path):  # noqa:
     # through the CLI, with files and records
     args = ["table", "IX", "--results", smoke_tree, "--preset", "smoke", "--dataset", "acdc=cardiac-phantom"]
     args += ["--seeds", "0", "1", "--tables-dir", tmp_path / "tables", "--export-records", tmp_path / "records"]
+    for key, value in FAST.items():
+        args += ["--set", f"{key}={value}"]
     assert cli(*args) == 0
     out = capsys.readouterr().out
     assert re.search(r"\| U-Net \(labelled only\) \(not in paper\) \| [\d.*]+ ± [\d.]+ \(n=2\)", out)
-    prov = json.loads((tmp_path / "tables" / "IX-smoke-cardiac-phantom.provenance.json").read_text())
+    assert "(preset `smoke`, `--set trainer.epochs=2` `--set trainer.iters_per_epoch=1`" in out
+    stem = "IX-smoke-cardiac-phantom-epochs2-iters_per_epoch1-val_every0"
+    assert (tmp_path / "tables" / f"{stem}.tex").exists()
+    prov = json.loads((tmp_path / "tables" / f"{stem}.provenance.json").read_text())
+    assert prov["overrides"] == {key: str(value) for key, value in FAST.items()}
     cell = next(c for c in prov["cells"] if c["row"] == "unet" and c["column"] == "RV")
     assert sorted(r["seed"] for r in cell["runs"]) == [0, 1] and all(r["git_sha"] for r in cell["runs"])
     # the records alone regenerate the same table
     again = build_table(
-        "IX", tmp_path / "records", preset="smoke", seeds=[0, 1], dataset_map={"acdc": "cardiac-phantom"}
+        "IX",
+        tmp_path / "records",
+        preset="smoke",
+        seeds=[0, 1],
+        dataset_map={"acdc": "cardiac-phantom"},
+        overrides=FAST,
     )
     assert again.cell("unet", "mean").mean == pytest.approx(t.cell("unet", "mean").mean)
     assert not list((tmp_path / "records").rglob("*.pt"))
