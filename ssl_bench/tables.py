@@ -59,6 +59,7 @@ from typing import Any
 
 import yaml
 
+from ssl_bench.config import format_config_value
 from ssl_bench.errors import ConfigError, SSLBenchError
 from ssl_bench.registry import TABLES, normalize_name
 
@@ -531,8 +532,6 @@ def variant_of(run: Any) -> str | None:
     expected, _ = resolve_selector(sel)
     if expected is None:
         return None
-    from ssl_bench.config import format_config_value
-
     differing, _ = compare_config(run, expected)
     return ", ".join(f"{key}={format_config_value(run.get(key))}" for key in differing)
 
@@ -652,8 +651,6 @@ class TableResult:
         if self.dataset_map:
             stem += "-" + "-".join(sorted(set(self.dataset_map.values())))
         for key, value in sorted(self.overrides.items()):
-            from ssl_bench.config import format_config_value
-
             stem += "-" + re.sub(r"[^A-Za-z0-9_.]+", "_", key.rsplit(".", 1)[-1] + format_config_value(value))
         return stem
 
@@ -662,8 +659,6 @@ class TableResult:
         """``preset `cpu``` plus the ``--set`` keys, for titles."""
         text = f"preset `{self.preset}`"
         if self.overrides:
-            from ssl_bench.config import format_config_value
-
             text += ", " + " ".join(f"`--set {k}={format_config_value(v)}`" for k, v in self.overrides.items())
         return text
 
