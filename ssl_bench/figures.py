@@ -74,7 +74,12 @@ def _estimator_label(rec: RunRecord) -> str:
 
 
 def run_labels(records: Sequence[RunRecord]) -> list[str]:
-    """Short legend labels: the settings that differ between the runs (method, estimator, α, ..., seed)."""
+    """Short legend labels: the settings that differ between the runs (method, estimator, α, ..., seed), then the
+    other config keys that some run sets apart from its preset, where they differ between the runs
+    (``iters_per_epoch=160``; see :func:`ssl_bench.tables.variant_items`)."""
+    from ssl_bench.config import format_config_value
+    from ssl_bench.tables import variant_items
+
     fields = [
         ("method", "method", ""),
         ("params.estimator", "estimator", ""),
@@ -86,15 +91,18 @@ def run_labels(records: Sequence[RunRecord]) -> list[str]:
         ("seed", "seed", "seed "),
     ]
     varying = [f for f in fields if len({str(r.get(f[0])) for r in records}) > 1]
+    variants = [variant_items(r) or {} for r in records]
+    extra = sorted({k for v in variants for k in v if len({str(w.get(k)) for w in variants}) > 1})
     if not varying:
         varying = fields[:1]
     labels = []
-    for r in records:
+    for r, variant in zip(records, variants):
         parts = [
             (f"{prefix}{r.get(key):g}" if isinstance(r.get(key), float) else f"{prefix}{r.get(key)}")
             for key, _, prefix in varying
             if r.get(key) is not None
         ]
+        parts += [f"{k.rsplit('.', 1)[-1]}={format_config_value(variant[k])}" for k in extra if k in variant]
         labels.append(" ".join(parts))
     return labels
 
@@ -201,7 +209,7 @@ def fig_pl_course(run_dirs: Iterable[str | Path | RunRecord], region: str = "cer
 
 
 def fig_curves(run_dirs: Iterable[str | Path | RunRecord]) -> Any:
-    """Training loss per logged step and validation foreground Dice per epoch, a line per run."""
+    """Training loss per logged step and validation foreground Dice at the steps it was measured, a line per run."""
     records = _records(run_dirs)
     labels = run_labels(records)
     fig, axes = _new_figure(2)
@@ -215,9 +223,9 @@ def fig_curves(run_dirs: Iterable[str | Path | RunRecord]) -> Any:
             ax_loss.plot(train["step"], train["loss"], label=label)
         val = log[log["type"] == "val"]
         if "val_dice_fg" in val:
-            ax_val.plot(val["epoch"], val["val_dice_fg"], marker="o", label=label)
+            ax_val.plot(val["step"], val["val_dice_fg"], marker="o", label=label)
     ax_loss.set(xlabel="step", ylabel="training loss", title="loss")
-    ax_val.set(xlabel="epoch", ylabel="mean foreground Dice", title="validation Dice")
+    ax_val.set(xlabel="step", ylabel="mean foreground Dice", title="validation Dice")
     for ax in (ax_loss, ax_val):
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize="small")

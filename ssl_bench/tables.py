@@ -79,6 +79,7 @@ __all__ = [
     "render_missing",
     "run_missing",
     "specs_dir",
+    "variant_items",
     "variant_of",
     "write_table",
 ]
@@ -516,9 +517,15 @@ def matches(run: Any, expected: dict[str, Any]) -> bool:
 
 
 def variant_of(run: Any) -> str | None:
+    """How ``run``'s config differs from its plain setting, as text: ``"k=v, ..."`` (see :func:`variant_items`)."""
+    items = variant_items(run)
+    return None if items is None else ", ".join(f"{k}={format_config_value(v)}" for k, v in items.items())
+
+
+def variant_items(run: Any) -> dict[str, Any] | None:
     """How ``run``'s config differs from its plain setting (what ``ssl-bench run`` with the run's method, dataset,
-    budget, preset, backbone, estimator and alpha resolves to with the current code): ``"k=v, ..."`` with the run's
-    values, ``""`` for none, None when the setting cannot be resolved (e.g. a plugin method not loaded)."""
+    budget, preset, backbone, estimator and alpha resolves to with the current code): ``{key: the run's value}``,
+    empty for none, None when the setting cannot be resolved (e.g. a plugin method not loaded)."""
     labeled = run.get("dataset.labeled")
     sel = Selector(
         dataset=normalize_name(str(run.get("dataset.name"))),
@@ -533,7 +540,7 @@ def variant_of(run: Any) -> str | None:
     if expected is None:
         return None
     differing, _ = compare_config(run, expected)
-    return ", ".join(f"{key}={format_config_value(run.get(key))}" for key in differing)
+    return {key: run.get(key) for key in differing}
 
 
 def cell_selector(

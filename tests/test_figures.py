@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 from test_results import _run_dirs, smoke_tree  # noqa: F401 - session fixture shared with test_results
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -27,12 +28,20 @@ def test_curves(cli, capsys, smoke_tree, tmp_path):  # noqa: F811
     _check([Path(p) for p in printed], tmp_path / "curves")
 
 
-def test_run_labels_show_what_differs(smoke_tree):  # noqa: F811
+def test_run_labels_show_what_differs(smoke_tree, tmp_path):  # noqa: F811
     from ssl_bench.figures import _records, run_labels
 
     recs = _records(_run_dirs(smoke_tree, "unet") + _run_dirs(smoke_tree, "mean-teacher"))
     assert run_labels(recs) == ["unet seed 0", "unet seed 1", "mean-teacher seed 0"]
     assert run_labels(recs[:1]) == ["unet"]
+    # a run with another setting (here a longer schedule) is named by the key that differs from the preset
+    longer = tmp_path / "longer"
+    shutil.copytree(_run_dirs(smoke_tree, "unet")[0], longer, ignore=shutil.ignore_patterns("checkpoints"))
+    cfg = yaml.safe_load((longer / "config.yaml").read_text())
+    cfg["trainer"]["epochs"] = 7
+    (longer / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    assert run_labels(_records([recs[0].path, longer])) == ["unet", "unet epochs=7"]
+    assert run_labels(_records([recs[0].path, recs[2].path, longer])) == ["unet", "mean-teacher", "unet epochs=7"]
 
 
 def _with_estimator(src: Path, dest: Path, estimator: str, threshold: float | None, scale: float) -> Path:
