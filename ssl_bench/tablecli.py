@@ -144,9 +144,13 @@ def cmd_table(args: argparse.Namespace) -> int:
     out = args.out or dirs[0]
     if out not in dirs:
         dirs = [out, *dirs]
-    result = tables.build_table(
-        spec, dirs, preset=args.preset, seeds=args.seeds, dataset_map=dataset_map, overrides=overrides
-    )
+
+    def build() -> tables.TableResult:
+        return tables.build_table(
+            spec, dirs, preset=args.preset, seeds=args.seeds, dataset_map=dataset_map, overrides=overrides
+        )
+
+    result = build()
     exported: list = []  # records written as runs finished
     if args.missing or args.run_missing:
         plan = tables.plan_missing(result, stale_s=args.stale_after)
@@ -173,9 +177,7 @@ def cmd_table(args: argparse.Namespace) -> int:
         )
         failed = [entry for entry, code in done if code != 0]
         print(f"# {len(done) - len(failed)} run(s) finished, {len(failed)} failed")
-        result = tables.build_table(
-            spec, dirs, preset=args.preset, seeds=args.seeds, dataset_map=dataset_map, overrides=overrides
-        )
+        result = build()  # with the new runs
     print(tables.render(result, args.format), end="")
     if not args.no_write:
         written = tables.write_table(result, args.tables_dir, formats=[args.format])
