@@ -397,6 +397,16 @@ def test_every_table_renders_on_empty_results(cli, capsys, tmp_path, fmt):
             assert (tmp_path / "t" / f"{tid}-cpu.{ext}").exists()
 
 
+def test_table_set_bad_input(cli, capsys, tmp_path):
+    """--set without '=' is refused; an unknown key makes every runnable cell blocked, with the config error."""
+    assert cli("table", "IX", "--results", tmp_path, "--no-write", "--set", "bogus") == 2
+    assert "--set 'bogus': expected KEY=VALUE" in capsys.readouterr().err
+    assert cli("table", "IX", "--results", tmp_path, "--missing", "--set", "trainer.bogus=1") == 0
+    out = capsys.readouterr().out
+    assert "0 can be started now" in out and "unknown config key 'trainer.bogus'" in out
+    assert not list(tmp_path.rglob("*.md"))
+
+
 def test_table_ix_paper_rows_and_missing_on_empty(cli, capsys, tmp_path):
     assert cli("table", "ix", "--results", tmp_path, "--no-write") == 0
     out = capsys.readouterr().out
