@@ -29,4 +29,4 @@ def acdc_root() -> Path:
     """Real ACDC (SSL4MIS layout) or skip."""
     if not ACDC_ROOT or not Path(ACDC_ROOT).is_dir():
         pytest.skip("real ACDC data not available: set SSL_BENCH_ACDC to the SSL4MIS ACDC folder")
-    return Path(ACDC_ROOT)
+    return Path(ACDC_ROOT).resolve()  # absolute: tests symlink into it from tmp folders
