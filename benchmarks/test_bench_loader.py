@@ -29,11 +29,11 @@ import numpy as np
 import pytest
 import torch
 
+from ssl_bench.core.registry import BACKBONES, DATASETS
+from ssl_bench.core.transforms import prepare_slices
 from ssl_bench.datasets.common import prepare_dataset
-from ssl_bench.registry import BACKBONES, DATASETS
-from ssl_bench.runner import resolve_config
-from ssl_bench.streams import Stream, TensorSource
-from ssl_bench.transforms import prepare_slices
+from ssl_bench.training.runner import resolve_config
+from ssl_bench.training.streams import Stream, TensorSource
 
 _CPU = resolve_config("unet", "acdc", preset="cpu")
 SIZE = tuple(_CPU.dataset.image_size)  # the cpu preset's ACDC slice size

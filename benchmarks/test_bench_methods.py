@@ -38,9 +38,9 @@ from typing import Any
 import pytest
 import torch
 
-from ssl_bench.method import Batch, EpochData, Method, StepInfo
-from ssl_bench.registry import DATASETS
-from ssl_bench.runner import build_method, resolve_config
+from ssl_bench.core.method import Batch, EpochData, Method, StepInfo
+from ssl_bench.core.registry import DATASETS
+from ssl_bench.training.runner import build_method, resolve_config
 
 PRESET = os.environ.get("SSL_BENCH_BENCH_PRESET", "cpu")
 METHODS_2D = (
@@ -255,7 +255,7 @@ _CHILD = r"""
 import json, resource, sys, torch
 sys.path.insert(0, {bench_dir!r})
 from test_bench_methods import Bench, PANCREAS_VOLUME
-from ssl_bench.inference import predict_volume_3d
+from ssl_bench.evaluation.inference import predict_volume_3d
 torch.set_num_threads({threads})
 b = Bench({method!r}, dataset="pancreas-ct-3d", preset="cpu", stored=50, backbone={backbone!r})
 labelled = [torch.rand(*PANCREAS_VOLUME) for _ in range(12)]  # the labelled volumes (random crops are taken)

@@ -1,4 +1,4 @@
-"""Speed of ssl_bench.metrics against medpy.metric.binary on realistic volume sizes.
+"""Speed of ssl_bench.evaluation.metrics against medpy.metric.binary on realistic volume sizes.
 
 Run: ``pytest benchmarks/test_bench_metrics.py --benchmark-only -s``
 
@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from ssl_bench.metrics import METRIC_NAMES, segmentation_metrics
+from ssl_bench.evaluation.metrics import METRIC_NAMES, segmentation_metrics
 
 MEDPY_ROUNDS = 3
 FAST_ROUNDS = 20

@@ -49,7 +49,9 @@ from typing import Any
 
 import numpy as np
 
-from ssl_bench.data import Case, DatasetAdapter, SliceSet, TaskSpec, validate_label
+from ssl_bench.core.data import Case, DatasetAdapter, SliceSet, TaskSpec, validate_label
+from ssl_bench.core.errors import DataError
+from ssl_bench.core.registry import DATASETS
 from ssl_bench.datasets.common import (
     CaseSummary,
     DatasetInfo,
@@ -62,8 +64,6 @@ from ssl_bench.datasets.common import (
     read_list,
     sha256_file,
 )
-from ssl_bench.errors import DataError
-from ssl_bench.registry import DATASETS
 
 __all__ = ["ACDC", "SPLIT_FILES", "read_h5", "read_list", "parse_info_cfg"]
 

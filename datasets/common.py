@@ -47,9 +47,9 @@ from typing import Any, ClassVar
 import h5py
 import numpy as np
 
-from ssl_bench.data import Case, DatasetAdapter, count_from_budget, validate_label
-from ssl_bench.errors import DataError
-from ssl_bench.io import atomic_path, atomic_write_json
+from ssl_bench.core.data import Case, DatasetAdapter, count_from_budget, validate_label
+from ssl_bench.core.errors import DataError
+from ssl_bench.core.io import atomic_path, atomic_write_json
 
 SPLITS_DIR = Path(__file__).resolve().parent / "splits"
 SPLIT_FORMAT = "ssl-bench-splits"

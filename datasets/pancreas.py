@@ -58,7 +58,9 @@ from typing import Any, ClassVar
 import numpy as np
 from scipy import ndimage
 
-from ssl_bench.data import Case, TaskSpec, validate_label
+from ssl_bench.core.data import Case, TaskSpec, validate_label
+from ssl_bench.core.errors import DataError
+from ssl_bench.core.registry import DATASETS
 from ssl_bench.datasets.common import (
     DatasetInfo,
     RealDataset,
@@ -68,8 +70,6 @@ from ssl_bench.datasets.common import (
     natural_key,
     read_h5,
 )
-from ssl_bench.errors import DataError
-from ssl_bench.registry import DATASETS
 
 #: Duplicates of PANCREAS_0002 (TCIA); never used.
 DUPLICATES = ("PANCREAS_0025", "PANCREAS_0070")

@@ -82,9 +82,9 @@ from typing import Any, ClassVar
 import numpy as np
 from scipy import ndimage
 
-from ssl_bench.data import Case, DatasetAdapter, TaskSpec
-from ssl_bench.errors import DataError
-from ssl_bench.registry import DATASETS
+from ssl_bench.core.data import Case, DatasetAdapter, TaskSpec
+from ssl_bench.core.errors import DataError
+from ssl_bench.core.registry import DATASETS
 
 #: Version of the generators; part of the cache file name. Bump it whenever the generated arrays change.
 GENERATOR_VERSION = 1

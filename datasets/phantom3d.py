@@ -12,9 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ssl_bench.data import TaskSpec
+from ssl_bench.core.data import TaskSpec
+from ssl_bench.core.registry import DATASETS
 from ssl_bench.datasets.phantom import PancreasPhantom
-from ssl_bench.registry import DATASETS
 
 _PATCH_SMOKE = (16, 32, 32)
 _PATCH_CPU = (32, 48, 48)

@@ -36,10 +36,10 @@ from typing import Any
 
 import numpy as np
 
-from ssl_bench.data import Case, TaskSpec
+from ssl_bench.core.data import Case, TaskSpec
+from ssl_bench.core.errors import DataError
+from ssl_bench.core.registry import DATASETS
 from ssl_bench.datasets.common import DatasetInfo, RealDataset, _ellipsis, minmax, natural_key
-from ssl_bench.errors import DataError
-from ssl_bench.registry import DATASETS
 
 NO_CONTOUR = -99999
 N_POINTS = 32

@@ -19,9 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ssl_bench.consistency import stochastic_mode
-from ssl_bench.registry import ESTIMATORS
-from ssl_bench.uncertainty import UncertaintyEstimator, UncertaintyMap
+from ssl_bench import ESTIMATORS, UncertaintyEstimator, UncertaintyMap, stochastic_mode
 
 
 @dataclass

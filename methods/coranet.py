@@ -8,7 +8,7 @@ The method, side by side with the paper (``protocol="paper"``, the default):
 
 * Network: shared encoder E and three branches — D (main), D_con, D_rad — each two 3x3 conv + BN + ReLU and a
   1x1 conv (§IV-A). On the U-Net, D is the U-Net's own last decoder level and D_con, D_rad are freshly initialised
-  copies of it on the same input (head kind ``"branch"``, :mod:`ssl_bench.nets.base`), so E + D is exactly the
+  copies of it on the same input (head kind ``"branch"``, :mod:`ssl_bench.core.backbone`), so E + D is exactly the
   U-Net the baselines train: §III-D2 gives 29.6 M parameters for U-Net and at test, 29.8 M for training; here
   31.04 M and 31.26 M at width 64. Only E + D are used at test time (§III-D2). Backbones without a duplicable last
   block (V-Net, ResNet-18-3D) get two-conv branches on their last feature, the main one included.
@@ -67,15 +67,20 @@ from typing import Any
 import torch
 from torch import nn
 
-from ssl_bench.ema import EMATeacher
-from ssl_bench.losses import masked_soft_dice_loss, masked_squared_error, soft_dice_loss, weighted_cross_entropy
-from ssl_bench.method import Batch, EpochData, Method, MethodContext, Stage, StepInfo
-from ssl_bench.metrics import pseudo_label_quality
-from ssl_bench.nets.base import HeadSpec, SegNet
-from ssl_bench.ramps import sigmoid_rampup
-from ssl_bench.registry import ESTIMATORS, METHODS
-from ssl_bench.transforms import apply_augment
-from ssl_bench.uncertainty import UncertaintyEstimator, UncertaintyMap, build_estimator
+from ssl_bench.core.backbone import HeadSpec, SegNet
+from ssl_bench.core.method import Batch, EpochData, Method, MethodContext, Stage, StepInfo
+from ssl_bench.core.registry import ESTIMATORS, METHODS
+from ssl_bench.core.uncertainty import UncertaintyEstimator, UncertaintyMap, build_estimator
+from ssl_bench.evaluation.metrics import pseudo_label_quality
+from ssl_bench.training.augment import apply_augment
+from ssl_bench.training.ema import EMATeacher
+from ssl_bench.training.losses import (
+    masked_soft_dice_loss,
+    masked_squared_error,
+    soft_dice_loss,
+    weighted_cross_entropy,
+)
+from ssl_bench.training.ramps import sigmoid_rampup
 
 PROTOCOLS = ("paper", "released-code")
 ST_REGIONS = ("certain", "all", "none")

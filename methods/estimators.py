@@ -1,6 +1,6 @@
 """Uncertainty estimators: the certain/uncertain masks of UA-MT (and CoraNet's Table VI baselines).
 
-Every estimator turns a network and a batch into an :class:`~ssl_bench.uncertainty.UncertaintyMap` (mean class
+Every estimator turns a network and a batch into an :class:`~ssl_bench.core.uncertainty.UncertaintyMap` (mean class
 probabilities, a certain mask, a score), without gradients, leaving the network's modes and BatchNorm running
 statistics exactly as it found them. Options are set through the owning method's ``params.estimator_options``.
 
@@ -56,12 +56,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ssl_bench.consistency import AVERAGES, BN_MODES, has_dropout, mean_probs, predictive_entropy, stochastic_mode
-from ssl_bench.method import StepInfo
-from ssl_bench.nets.base import HeadSpec, SegNet
-from ssl_bench.ramps import sigmoid_rampup
-from ssl_bench.registry import ESTIMATORS
-from ssl_bench.uncertainty import UncertaintyEstimator, UncertaintyMap
+from ssl_bench.core.backbone import HeadSpec, SegNet
+from ssl_bench.core.method import StepInfo
+from ssl_bench.core.registry import ESTIMATORS
+from ssl_bench.core.uncertainty import UncertaintyEstimator, UncertaintyMap
+from ssl_bench.training.consistency import (
+    AVERAGES,
+    BN_MODES,
+    has_dropout,
+    mean_probs,
+    predictive_entropy,
+    stochastic_mode,
+)
+from ssl_bench.training.ramps import sigmoid_rampup
 
 ENTROPY_MAX = ("ln-k", "ln-2")
 

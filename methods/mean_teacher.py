@@ -9,7 +9,7 @@ which adapts it to segmentation with the U-Net as UA-MT does. Segmentation refer
 Method (as the segmentation references implement it):
 
 * teacher theta' = beta theta' + (1 - beta) theta after every optimiser step, beta = min(1 - 1/(t + 1), 0.99)
-  (:class:`~ssl_bench.ema.EMATeacher`, warm-up on by default; CoraNet §IV-A: beta = 0.99);
+  (:class:`~ssl_bench.training.ema.EMATeacher`, warm-up on by default; CoraNet §IV-A: beta = 0.99);
 * student input: the (augmented) batch; teacher input: the same batch + clamp(N(0, 0.1^2), -0.2, 0.2) noise; both
   networks run with their dropout (the ``paper`` preset: p = 0.5 on the U-Net bottleneck and last feature, the
   positions of the reference V-Net's dropout); the teacher pass uses batch statistics (the reference keeps the
@@ -30,7 +30,7 @@ Deviations:
   passes never update them (the reference's teacher passes update them; nothing reads them there).
 * labelled and unlabelled images go through the student in separate forward passes (BatchNorm statistics per
   batch); the references concatenate them (``joint_bn=true``), which lets the supervised loss act through the
-  unlabelled images' batch statistics (see :meth:`~ssl_bench.consistency.ConsistencyMethod.forward_split`).
+  unlabelled images' batch statistics (see :meth:`~ssl_bench.training.consistency.ConsistencyMethod.forward_split`).
 * the teacher sees noise only; the original Mean Teacher also perturbs the student (its augmentation) — here the
   student sees the trainer's augmentation, the teacher the same augmented image plus noise.
 """
@@ -43,10 +43,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from ssl_bench.consistency import ConsistencyConfig, ConsistencyMethod, mean_probs, softmax_mse
-from ssl_bench.ema import EMATeacher
-from ssl_bench.method import Batch, MethodContext, StepInfo
-from ssl_bench.registry import METHODS
+from ssl_bench.core.method import Batch, MethodContext, StepInfo
+from ssl_bench.core.registry import METHODS
+from ssl_bench.training.consistency import ConsistencyConfig, ConsistencyMethod, mean_probs, softmax_mse
+from ssl_bench.training.ema import EMATeacher
 
 CONSISTENCY_ON = ("unlabeled", "all")
 EVAL_MODELS = ("student", "teacher")

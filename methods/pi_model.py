@@ -24,7 +24,7 @@ Deviations:
   ``weight`` is w_max * M/N directly: the ``paper`` preset uses 100 * 0.2 = 20 (the 20 % budget of the default
   config); the default 1.0 is a moderate value for short runs.
 * labelled and unlabelled images go through the network in separate forward passes (``joint_bn=true``: together,
-  as the paper's mixed minibatches); see :meth:`~ssl_bench.consistency.ConsistencyMethod.forward_split`.
+  as the paper's mixed minibatches); see :meth:`~ssl_bench.training.consistency.ConsistencyMethod.forward_split`.
 * no dropout in the smoke/cpu presets (0.5 in ``paper``): half the channels of a width-8/16 U-Net is too much
   (see :mod:`~ssl_bench.methods.mean_teacher`); noise and the rot90/flip still make the passes differ.
 * pixel-wise consistency on softmax maps of the U-Net instead of class vectors; rot90/flip instead of
@@ -39,10 +39,10 @@ from typing import Any
 
 import torch
 
-from ssl_bench.consistency import ConsistencyConfig, ConsistencyMethod, add_noise, random_dihedral, softmax_mse
-from ssl_bench.method import Batch, MethodContext, StepInfo
-from ssl_bench.registry import METHODS
-from ssl_bench.transforms import apply_augment
+from ssl_bench.core.method import Batch, MethodContext, StepInfo
+from ssl_bench.core.registry import METHODS
+from ssl_bench.training.augment import apply_augment
+from ssl_bench.training.consistency import ConsistencyConfig, ConsistencyMethod, add_noise, random_dihedral, softmax_mse
 
 CONSISTENCY_ON = ("all", "unlabeled")
 

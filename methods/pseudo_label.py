@@ -31,9 +31,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ssl_bench.consistency import ConsistencyConfig, ConsistencyMethod
-from ssl_bench.method import Batch, MethodContext, StepInfo
-from ssl_bench.registry import METHODS
+from ssl_bench.core.method import Batch, MethodContext, StepInfo
+from ssl_bench.core.registry import METHODS
+from ssl_bench.training.consistency import ConsistencyConfig, ConsistencyMethod
 
 
 @dataclass

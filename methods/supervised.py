@@ -18,9 +18,9 @@ from typing import Any
 
 import torch
 
-from ssl_bench.losses import supervised_loss
-from ssl_bench.method import Batch, Method, MethodContext, StepInfo
-from ssl_bench.registry import METHODS
+from ssl_bench.core.method import Batch, Method, MethodContext, StepInfo
+from ssl_bench.core.registry import METHODS
+from ssl_bench.training.losses import supervised_loss
 
 
 @dataclass

@@ -24,7 +24,7 @@ Deviations (documented choices):
   the unlabelled set per epoch, needs no per-epoch accumulator (half the memory), and updates every image exactly
   once per epoch whatever ``trainer.iters_per_epoch`` is (the paper's epochs visit every image once).
 * targets are kept in the un-augmented frame and brought into each batch's augmented frame with the batch's
-  ``aug`` (:func:`ssl_bench.transforms.apply_augment`), so the trainer's rot90/flip augmentation stays exact.
+  ``aug`` (:func:`ssl_bench.training.augment.apply_augment`), so the trainer's rot90/flip augmentation stays exact.
 * in 3D the targets belong to the fixed unlabelled views (``dataset.unlabeled_views=center``, set by the 3D presets);
   random crops are refused with an error, since a target cannot follow a crop it was not computed on.
 * the consistency covers unlabelled images only (the paper also ensembles labelled images; their targets would
@@ -45,7 +45,10 @@ from typing import Any
 
 import torch
 
-from ssl_bench.consistency import (
+from ssl_bench.core.method import Batch, EpochData, MethodContext, Stage, StepInfo
+from ssl_bench.core.registry import METHODS
+from ssl_bench.training.augment import apply_augment
+from ssl_bench.training.consistency import (
     ConsistencyConfig,
     ConsistencyMethod,
     add_noise,
@@ -54,9 +57,6 @@ from ssl_bench.consistency import (
     softmax_mse,
     stochastic_mode,
 )
-from ssl_bench.method import Batch, EpochData, MethodContext, Stage, StepInfo
-from ssl_bench.registry import METHODS
-from ssl_bench.transforms import apply_augment
 
 STORAGE_DTYPES = {"uint8": torch.uint8, "fp16": torch.float16, "fp32": torch.float32}
 

@@ -44,11 +44,11 @@ from typing import Any
 
 import torch
 
-from ssl_bench.consistency import softmax_mse
-from ssl_bench.method import Batch, MethodContext, StepInfo
+from ssl_bench.core.method import Batch, MethodContext, StepInfo
+from ssl_bench.core.registry import METHODS
+from ssl_bench.core.uncertainty import UncertaintyEstimator, build_estimator
 from ssl_bench.methods.mean_teacher import MeanTeacher, MeanTeacherConfig
-from ssl_bench.registry import METHODS
-from ssl_bench.uncertainty import UncertaintyEstimator, build_estimator
+from ssl_bench.training.consistency import softmax_mse
 
 TARGETS = ("teacher-pass", "estimate")
 

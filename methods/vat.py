@@ -36,9 +36,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from ssl_bench.consistency import ConsistencyConfig, ConsistencyMethod, kl_from_logits, l2_normalize, stochastic_mode
-from ssl_bench.method import Batch, MethodContext, StepInfo
-from ssl_bench.registry import METHODS
+from ssl_bench.core.method import Batch, MethodContext, StepInfo
+from ssl_bench.core.registry import METHODS
+from ssl_bench.training.consistency import (
+    ConsistencyConfig,
+    ConsistencyMethod,
+    kl_from_logits,
+    l2_normalize,
+    stochastic_mode,
+)
 
 NORMS = ("rms", "l2")
 CONSISTENCY_ON = ("all", "unlabeled")

@@ -18,7 +18,7 @@ def _isolated_dirs(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
 @pytest.fixture
 def cli():
     """Call ``ssl-bench`` in-process; returns (exit code, stdout, stderr)."""
-    from ssl_bench.cli import main
+    from ssl_bench.cli.main import main
 
     def run(*args: str, capsys: pytest.CaptureFixture | None = None) -> int:
         return main([str(a) for a in args])

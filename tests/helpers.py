@@ -11,10 +11,10 @@ import pytest
 
 
 def run_cli_subprocess(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run ``python -m ssl_bench.cli ARGS`` in a fresh process (for kill/resume and traceback-free errors)."""
+    """Run ``python -m ssl_bench ARGS`` in a fresh process (for kill/resume and traceback-free errors)."""
     full_env = {**os.environ, **(env or {})}
     return subprocess.run(
-        [sys.executable, "-m", "ssl_bench.cli", *map(str, args)],
+        [sys.executable, "-m", "ssl_bench", *map(str, args)],
         capture_output=True,
         text=True,
         env=full_env,

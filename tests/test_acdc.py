@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from helpers import acdc_root
 
-from ssl_bench.errors import DataError
-from ssl_bench.registry import DATASETS
+from ssl_bench.core.errors import DataError
+from ssl_bench.core.registry import DATASETS
 
 ACDC = DATASETS.get("acdc")
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ssl_bench.nets.base import HeadSpec
-from ssl_bench.registry import BACKBONES
+from ssl_bench.core.backbone import HeadSpec
+from ssl_bench.core.registry import BACKBONES
 
 SHAPES = {2: (2, 1, 32, 32), 3: (1, 1, 16, 32, 32)}
 

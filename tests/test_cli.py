@@ -7,7 +7,7 @@ import json
 import pytest
 from helpers import run_cli_subprocess
 
-from ssl_bench.cli import main
+from ssl_bench.cli.main import main
 
 
 def test_help_teaches(capsys):
@@ -20,9 +20,9 @@ def test_help_teaches(capsys):
 
 def test_help_states_the_presets_values():
     """The preset lines of `run --help` are generated from the presets, and ACDC's own line equals its preset."""
-    from ssl_bench.cli import ACDC_CPU, run_epilog
-    from ssl_bench.config import PRESETS, describe_preset
-    from ssl_bench.registry import DATASETS, discover
+    from ssl_bench.cli.main import ACDC_CPU, run_epilog
+    from ssl_bench.core.config import PRESETS, describe_preset
+    from ssl_bench.core.registry import DATASETS, discover
 
     discover()
     assert describe_preset(DATASETS.get("acdc").presets["cpu"]) == ACDC_CPU
@@ -86,7 +86,7 @@ def test_errors_are_one_line_without_traceback(args, message, tmp_path):
 
 
 TOY = '''
-from ssl_bench.registry import METHODS
+from ssl_bench.core.registry import METHODS
 from ssl_bench.methods.supervised import Supervised
 
 @METHODS.register("toy-cli-method")

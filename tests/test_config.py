@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from ssl_bench.config import RunConfig, apply_overrides, config_hash, dump_yaml, load_run_config, parse_set
-from ssl_bench.errors import ConfigError
+from ssl_bench.core.config import RunConfig, apply_overrides, config_hash, dump_yaml, load_run_config, parse_set
+from ssl_bench.core.errors import ConfigError
 from ssl_bench.methods.supervised import SupervisedConfig
-from ssl_bench.runner import resolve_config
+from ssl_bench.training.runner import resolve_config
 
 
 def test_presets_layer_in_order():

@@ -9,8 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ssl_bench.data import TaskSpec
-from ssl_bench.method import Batch, EpochData, MethodContext, StepInfo
+from ssl_bench.core.data import TaskSpec
+from ssl_bench.core.method import Batch, EpochData, MethodContext, StepInfo
+from ssl_bench.core.registry import ESTIMATORS, METHODS
 from ssl_bench.methods.coranet import (
     ConservativeRadicalDisagreement,
     CoraNet,
@@ -19,8 +20,7 @@ from ssl_bench.methods.coranet import (
     vote,
 )
 from ssl_bench.nets.unet import unet2d
-from ssl_bench.registry import ESTIMATORS, METHODS
-from ssl_bench.transforms import apply_augment
+from ssl_bench.training.augment import apply_augment
 
 
 def make(num_classes=2, **cfg):
@@ -205,7 +205,7 @@ def test_bad_options(field, value):
 
 @pytest.mark.parametrize("estimator", ESTIMATORS.names())
 def test_coranet_contract_with_every_estimator(estimator):
-    from ssl_bench.check import check_method
+    from ssl_bench.training.check import check_method
 
     results = check_method("coranet", estimator=estimator, dims=(2,))
     failed = [f"{r.name}: {r.detail}" for r in results if not r.ok]
@@ -262,8 +262,8 @@ def test_pretrain_fraction_sets_the_stage_lengths():
 def test_cpu_preset_pretrains_ten_of_acdcs_twenty_five_epochs():
     from types import SimpleNamespace
 
-    from ssl_bench.registry import DATASETS
-    from ssl_bench.runner import build_method, resolve_config
+    from ssl_bench.core.registry import DATASETS
+    from ssl_bench.training.runner import build_method, resolve_config
 
     cfg = resolve_config("coranet", "acdc", preset="cpu")
     method = build_method(cfg, SimpleNamespace(spec=DATASETS.get("acdc").spec))

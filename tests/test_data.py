@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from ssl_bench.data import count_from_budget, validate_label
-from ssl_bench.errors import DataError
-from ssl_bench.registry import DATASETS
-from ssl_bench.streams import CropSource, Stream, TensorSource
-from ssl_bench.transforms import apply_augment, augment_2d, prepare_slices
+from ssl_bench.core.data import count_from_budget, validate_label
+from ssl_bench.core.errors import DataError
+from ssl_bench.core.registry import DATASETS
+from ssl_bench.core.transforms import prepare_slices
+from ssl_bench.training.augment import apply_augment, augment_2d
+from ssl_bench.training.streams import CropSource, Stream, TensorSource
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ import pytest
 from helpers import acdc_root, run_cli_subprocess
 from test_datasets_real import ALL_PATIENTS, write_acdc_official
 
-from ssl_bench.registry import DATASETS
+from ssl_bench.core.registry import DATASETS
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +92,7 @@ def test_prepare_idempotent_check_and_corruption(cli, capsys, official, tmp_path
     assert "layout: official" in out and "patients: 100 (train 70, val 10, test 20)" in out
     assert "data folder from $SSL_BENCH_DATA" in out
     # the runner resolves the same folder
-    from ssl_bench.runner import build_adapter, resolve_config
+    from ssl_bench.training.runner import build_adapter, resolve_config
 
     adapter = build_adapter(resolve_config("unet", "acdc", preset="smoke"))
     assert adapter.root == dest and adapter.prepared

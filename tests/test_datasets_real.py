@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 from helpers import acdc_root
 
+from ssl_bench.core.errors import DataError
+from ssl_bench.core.registry import DATASETS
 from ssl_bench.datasets.common import (
     PreparedStore,
     check_dataset,
@@ -22,8 +24,6 @@ from ssl_bench.datasets.common import (
     prepare_dataset,
     seeded_order,
 )
-from ssl_bench.errors import DataError
-from ssl_bench.registry import DATASETS
 
 ACDC = DATASETS.get("acdc")
 SPLIT = load_split_file("acdc")

@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from ssl_bench.nets.base import SegNet
-from ssl_bench.registry import BACKBONES, ESTIMATORS
-from ssl_bench.uncertainty import build_estimator
+from ssl_bench.core.backbone import SegNet
+from ssl_bench.core.registry import BACKBONES, ESTIMATORS
+from ssl_bench.core.uncertainty import build_estimator
 
 OURS = ("entropy", "softmax-threshold", "none", "mc-dropout", "tta", "aleatoric")
 FAST = {"entropy": {"T": 3}, "mc-dropout": {"T": 4}, "tta": {"T": 4}, "aleatoric": {"T": 3}}
@@ -191,7 +191,7 @@ def test_bad_options_rejected(name, options):
 
 
 def test_unknown_option_is_a_config_error():
-    from ssl_bench.errors import ConfigError
+    from ssl_bench.core.errors import ConfigError
 
     with pytest.raises(ConfigError):
         build_estimator("entropy", {"passes": 3}, 3)

@@ -30,8 +30,8 @@ def test_margin_estimator_semantics():
     """Certain exactly where the top-two gap reaches min_margin; bad options are refused."""
     script = f"""
 import torch
-from ssl_bench.registry import load_plugin_file
-from ssl_bench.uncertainty import build_estimator
+from ssl_bench.core.registry import load_plugin_file
+from ssl_bench.core.uncertainty import build_estimator
 load_plugin_file({str(MARGIN)!r})
 est = build_estimator("margin", {{"min_margin": 0.5}}, 3)
 logits = torch.log(torch.tensor([[0.8, 0.1, 0.1], [0.5, 0.4, 0.1], [0.2, 0.05, 0.75]]))[:, :, None, None]

@@ -1,4 +1,4 @@
-"""Figures (ssl_bench.figures) from real smoke runs: PNG + PDF written, data behind the plots checked."""
+"""Figures (ssl_bench.reporting.figures) from real smoke runs: PNG + PDF written, data behind the plots checked."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def test_curves(cli, capsys, smoke_tree, tmp_path):  # noqa: F811
 
 
 def test_run_labels_show_what_differs(smoke_tree, tmp_path):  # noqa: F811
-    from ssl_bench.figures import _records, run_labels
+    from ssl_bench.reporting.figures import _records, run_labels
 
     recs = _records(_run_dirs(smoke_tree, "unet") + _run_dirs(smoke_tree, "mean-teacher"))
     assert run_labels(recs) == ["unet seed 0", "unet seed 1", "mean-teacher seed 0"]
@@ -65,8 +65,8 @@ def _with_estimator(src: Path, dest: Path, estimator: str, threshold: float | No
 
 
 def test_fig3_fig4_pseudo_label_quality(cli, capsys, smoke_tree, tmp_path):  # noqa: F811
-    from ssl_bench.figures import fig_pl_course, fig_pl_quality, pl_quality, save_figure
-    from ssl_bench.results import load_metrics_log
+    from ssl_bench.reporting.figures import fig_pl_course, fig_pl_quality, pl_quality, save_figure
+    from ssl_bench.reporting.results import load_metrics_log
 
     crm = _run_dirs(smoke_tree, "coranet")[0]
     soft = _with_estimator(crm, tmp_path / "soft" / "20990101-000000-soft", "softmax-threshold", 0.7, 0.5)
@@ -94,7 +94,7 @@ def test_fig3_fig4_pseudo_label_quality(cli, capsys, smoke_tree, tmp_path):  # n
 
 
 def test_masks_and_overlays(cli, capsys, smoke_tree, tmp_path):  # noqa: F811
-    from ssl_bench.figures import make_figure
+    from ssl_bench.reporting.figures import make_figure
 
     crm = _run_dirs(smoke_tree, "coranet")[0]
     paths = make_figure("masks", [crm], tmp_path / "masks", cases=["phantom025"])
@@ -114,8 +114,8 @@ def test_masks_and_overlays(cli, capsys, smoke_tree, tmp_path):  # noqa: F811
 
 def test_overlays_binary_contours(tmp_path):
     """Binary data (Fig. 6/7): every run's contour on one panel per case."""
-    from ssl_bench.figures import make_figure
-    from ssl_bench.runner import resolve_config, start_run
+    from ssl_bench.reporting.figures import make_figure
+    from ssl_bench.training.runner import resolve_config, start_run
 
     fast = {"trainer.epochs": 1, "trainer.iters_per_epoch": 1, "trainer.val_every": 0}
     cfg = resolve_config("unet", "pancreas-phantom", preset="smoke", seed=0, overrides=fast)

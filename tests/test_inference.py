@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from ssl_bench.inference import (
+from ssl_bench.evaluation.inference import (
     count_windows,
     gaussian_importance,
     predict_volume_3d,

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ssl_bench.consistency import softmax_mse
-from ssl_bench.losses import (
+from ssl_bench.training.consistency import softmax_mse
+from ssl_bench.training.losses import (
     masked_mean,
     masked_soft_dice_loss,
     masked_squared_error,

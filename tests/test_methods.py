@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ssl_bench.check import check_method
-from ssl_bench.registry import METHODS
+from ssl_bench.core.registry import METHODS
+from ssl_bench.training.check import check_method
 
 
 @pytest.mark.parametrize("name", METHODS.names())
@@ -18,12 +18,12 @@ def test_method_contract(name):
 
 def test_check_catches_detached_consistency_loss(tmp_path):
     """A consistency term computed on detached outputs has zero gradient: the check must fail it."""
-    from ssl_bench.registry import load_plugin_file
+    from ssl_bench.core.registry import load_plugin_file
 
     plugin = tmp_path / "detached.py"
     plugin.write_text('''
 import torch
-from ssl_bench.registry import METHODS
+from ssl_bench.core.registry import METHODS
 from ssl_bench.methods.supervised import Supervised
 
 @METHODS.register("detached-consistency")
@@ -47,11 +47,11 @@ class Detached(Supervised):
 
 
 def test_check_requires_unsup_terms_for_ssl_methods(tmp_path):
-    from ssl_bench.registry import load_plugin_file
+    from ssl_bench.core.registry import load_plugin_file
 
     plugin = tmp_path / "no_unsup.py"
     plugin.write_text('''
-from ssl_bench.registry import METHODS
+from ssl_bench.core.registry import METHODS
 from ssl_bench.methods.supervised import Supervised
 
 @METHODS.register("ssl-without-unsup")

@@ -1,4 +1,4 @@
-"""Tests of ssl_bench.metrics and ssl_bench.metrics_io against medpy.metric.binary."""
+"""Tests of ssl_bench.evaluation.metrics and ssl_bench.evaluation.metrics_io against medpy.metric.binary."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 from medpy.metric import binary as mb
 from scipy import ndimage as ndi
 
-from ssl_bench.errors import MetricInputError
-from ssl_bench.metrics import (
+from ssl_bench.core.errors import MetricInputError
+from ssl_bench.evaluation.metrics import (
     DISTANCE_METRICS,
     EMPTY_POLICY,
     EMPTY_POLICY_TEXT,
@@ -21,7 +21,7 @@ from ssl_bench.metrics import (
     pseudo_label_quality,
     segmentation_metrics,
 )
-from ssl_bench.metrics_io import load_label_map, score_paths
+from ssl_bench.evaluation.metrics_io import load_label_map, score_paths
 
 TOL = 1e-6
 N_RANDOM_CASES = 240

@@ -33,7 +33,7 @@ def outputs(nb: object) -> str:
 def test_quickstart(smoke_tree, tmp_path, monkeypatch):  # noqa: F811
     """Phantom runs -> table -> figures. A mean-teacher run of the notebook's setting is made first, so the notebook
     trains unet only and shows that finished runs are skipped; the smoke tree's run (other settings) is not taken."""
-    from ssl_bench.runner import resolve_config, start_run
+    from ssl_bench.training.runner import resolve_config, start_run
 
     results = tmp_path / "results" / "runs"
     src = _run_dirs(smoke_tree, "mean-teacher")[0]
@@ -68,6 +68,6 @@ def test_results_notebook(smoke_tree, tmp_path, monkeypatch):  # noqa: F811
 
 
 def _rows(tree: Path) -> int:
-    from ssl_bench.results import load_runs
+    from ssl_bench.reporting.results import load_runs
 
     return len(load_runs(tree))

@@ -13,10 +13,10 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 from scipy import ndimage
 
+from ssl_bench.core.errors import DataError
+from ssl_bench.core.registry import DATASETS
 from ssl_bench.datasets.common import check_dataset, load_split_file, prepare_dataset
 from ssl_bench.datasets.pancreas import bbox_crop_3d, read_dicom_series
-from ssl_bench.errors import DataError
-from ssl_bench.registry import DATASETS
 
 P2D = DATASETS.get("pancreas-ct")
 P3D = DATASETS.get("pancreas-ct-3d")

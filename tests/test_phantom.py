@@ -9,10 +9,10 @@ import warnings
 import numpy as np
 import pytest
 
-from ssl_bench.data import SliceSet, validate_label
+from ssl_bench.core.data import SliceSet, validate_label
+from ssl_bench.core.errors import DataError
 from ssl_bench.datasets import phantom
 from ssl_bench.datasets.phantom import CardiacPhantom, PancreasPhantom
-from ssl_bench.errors import DataError
 
 PHANTOMS = [CardiacPhantom, PancreasPhantom]
 SMALL = {"n_patients": 4, "n_slices": 4, "size": 48}
@@ -42,7 +42,7 @@ def default_phantoms(tmp_path_factory):
 
 @pytest.mark.parametrize(("name", "cls"), [("cardiac-phantom", CardiacPhantom), ("pancreas-phantom", PancreasPhantom)])
 def test_registered(name, cls):
-    from ssl_bench.registry import DATASETS
+    from ssl_bench.core.registry import DATASETS
 
     assert DATASETS._entries[name].obj is cls  # registered at import, independent of discovery
     try:

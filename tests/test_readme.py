@@ -7,7 +7,7 @@ from pathlib import Path
 
 from helpers import run_cli_subprocess
 
-from ssl_bench.cli import main
+from ssl_bench.cli.main import main
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from ssl_bench import registry
-from ssl_bench.errors import PluginError, RegistryError
-from ssl_bench.registry import BACKBONES, DATASETS, METHODS, Registry, load_plugin_file, normalize_name
+from ssl_bench.core import registry
+from ssl_bench.core.errors import PluginError, RegistryError
+from ssl_bench.core.registry import BACKBONES, DATASETS, METHODS, Registry, load_plugin_file, normalize_name
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -73,7 +73,7 @@ def test_registries_are_populated():
 
 
 PLUGIN = '''
-from ssl_bench.registry import METHODS
+from ssl_bench.core.registry import METHODS
 from ssl_bench.methods.supervised import Supervised
 
 @METHODS.register("{name}")

@@ -1,4 +1,4 @@
-"""Results loading (ssl_bench.results): a small tree of real smoke runs, loaded as tidy DataFrames.
+"""Results loading (ssl_bench.reporting.results): a small tree of real smoke runs, loaded as tidy DataFrames.
 
 The session fixture ``smoke_tree`` (also imported by test_tables, test_figures and test_notebooks) trains three tiny
 runs once per session on the built-in cardiac phantom: unet seeds 0 and 1, mean-teacher seed 0 — and a CoraNet run
@@ -33,7 +33,7 @@ def build_smoke_tree(root: Path) -> Path:
     marker = root / ".complete"
     if marker.exists():
         return root
-    from ssl_bench.runner import resolve_config, start_run
+    from ssl_bench.training.runner import resolve_config, start_run
 
     if root.exists():
         shutil.rmtree(root)
@@ -57,7 +57,7 @@ def _run_dirs(tree: Path, method: str) -> list[Path]:
 
 
 def test_find_runs_reads_config_and_manifest(smoke_tree):
-    from ssl_bench.results import find_runs
+    from ssl_bench.reporting.results import find_runs
 
     runs = find_runs(smoke_tree)
     assert len(runs) == len(RUNS)
@@ -73,7 +73,7 @@ def test_find_runs_reads_config_and_manifest(smoke_tree):
 
 
 def test_load_runs_case_level_is_per_case_csv(smoke_tree):
-    from ssl_bench.results import load_runs
+    from ssl_bench.reporting.results import load_runs
 
     df = load_runs(smoke_tree, method="unet", seed=0)
     run_dir = _run_dirs(smoke_tree, "unet")[0]
@@ -88,7 +88,7 @@ def test_load_runs_case_level_is_per_case_csv(smoke_tree):
 
 
 def test_load_runs_run_level_equals_summary_json(smoke_tree):
-    from ssl_bench.results import load_runs
+    from ssl_bench.reporting.results import load_runs
 
     df = load_runs(smoke_tree, level="run", method=["unet", "mean-teacher"])
     assert df["run_id"].nunique() == 3
@@ -108,7 +108,7 @@ def test_load_runs_run_level_equals_summary_json(smoke_tree):
 
 
 def test_load_run_summaries_has_cost_and_status(smoke_tree, tmp_path):
-    from ssl_bench.results import load_run_summaries
+    from ssl_bench.reporting.results import load_run_summaries
 
     df = load_run_summaries(smoke_tree)
     assert len(df) == len(RUNS)
@@ -129,7 +129,7 @@ def test_load_run_summaries_has_cost_and_status(smoke_tree, tmp_path):
 
 
 def test_export_records_are_lightweight_and_read_back(smoke_tree, tmp_path):
-    from ssl_bench.results import export_records, find_runs, load_runs
+    from ssl_bench.reporting.results import export_records, find_runs, load_runs
 
     records = tmp_path / "records"
     written = export_records(find_runs(smoke_tree), records)
@@ -149,7 +149,7 @@ def test_export_records_are_lightweight_and_read_back(smoke_tree, tmp_path):
 
 
 def test_load_runs_empty_folder_has_columns(tmp_path):
-    from ssl_bench.results import load_run_summaries, load_runs
+    from ssl_bench.reporting.results import load_run_summaries, load_runs
 
     df = load_runs(tmp_path / "nothing")
     assert df.empty and {"run_id", "metric", "value"} <= set(df.columns)
@@ -158,7 +158,7 @@ def test_load_runs_empty_folder_has_columns(tmp_path):
 
 
 def test_load_metrics_log(smoke_tree):
-    from ssl_bench.results import load_metrics_log
+    from ssl_bench.reporting.results import load_metrics_log
 
     run_dir = _run_dirs(smoke_tree, "coranet")[0]
     train = load_metrics_log(run_dir, "train")

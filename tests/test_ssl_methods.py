@@ -13,20 +13,20 @@ import pytest
 import torch
 from torch import nn
 
-from ssl_bench.consistency import (
+from ssl_bench.core.data import TaskSpec
+from ssl_bench.core.method import Batch, EpochData, MethodContext, Stage, StepInfo
+from ssl_bench.core.registry import BACKBONES, METHODS
+from ssl_bench.methods.temporal_ensembling import dequantize, ensemble_update, quantize, target_bytes
+from ssl_bench.methods.vat import perturbation_scale, virtual_adversarial_perturbation
+from ssl_bench.training.augment import apply_augment
+from ssl_bench.training.consistency import (
     kl_from_logits,
     mean_probs,
     ramped_weight,
     softmax_mse,
     stochastic_mode,
 )
-from ssl_bench.data import TaskSpec
-from ssl_bench.ema import EMATeacher
-from ssl_bench.method import Batch, EpochData, MethodContext, Stage, StepInfo
-from ssl_bench.methods.temporal_ensembling import dequantize, ensemble_update, quantize, target_bytes
-from ssl_bench.methods.vat import perturbation_scale, virtual_adversarial_perturbation
-from ssl_bench.registry import BACKBONES, METHODS
-from ssl_bench.transforms import apply_augment
+from ssl_bench.training.ema import EMATeacher
 
 SSL_METHODS = ("pi-model", "temporal-ensembling", "mean-teacher", "ua-mt", "pseudo-label", "vat")
 
@@ -184,7 +184,7 @@ def test_mean_teacher_updates_teacher_after_step_and_predicts_with_chosen_model(
 
 @pytest.mark.parametrize(("entropy_max", "h_max"), [("ln-k", math.log(4)), ("ln-2", math.log(2))])
 def test_ua_mt_threshold_schedule(entropy_max, h_max):
-    from ssl_bench.uncertainty import build_estimator
+    from ssl_bench.core.uncertainty import build_estimator
 
     est = build_estimator("entropy", {"entropy_max": entropy_max}, num_classes=4)
     # sigmoid_rampup(0) = exp(-5), so the start is (0.75 + 0.25 e^-5) H_max ~ 0.7517 H_max, as in the reference
@@ -382,7 +382,7 @@ def test_supervised_only_step_without_unlabelled_batch(name):
 
 @pytest.mark.parametrize("name", SSL_METHODS)
 def test_presets_resolve(name):
-    from ssl_bench.runner import resolve_config
+    from ssl_bench.training.runner import resolve_config
 
     for preset in ("smoke", "cpu", "paper"):
         cfg = resolve_config(name, "cardiac-phantom", preset=preset)
@@ -415,7 +415,7 @@ def test_zero_unsupervised_weight_trains_exactly_the_supervised_unet(name, tmp_p
     unlabelled passes may only touch BatchNorm running statistics. Catches unlabelled data leaking into the
     supervised path (e.g. joint BatchNorm batches) and randomness drawn out of order. (Pi-model and Temporal
     Ensembling differ by design: Laine & Aila put the labelled images through the noisy pass too.)"""
-    from ssl_bench.cli import main
+    from ssl_bench.cli.main import main
 
     def params(method: str, *extra: str) -> dict[str, torch.Tensor]:
         out = tmp_path / method

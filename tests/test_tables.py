@@ -1,4 +1,4 @@
-"""Paper tables (ssl_bench.tables): specs, aggregation against hand-computed values, rendering, provenance,
+"""Paper tables (ssl_bench.reporting.tables): specs, aggregation against hand-computed values, rendering, provenance,
 missing runs, and the ``table`` / ``leaderboard`` commands."""
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ TABLE_IDS = ["II", "III", "IV", "V", "VI", "VII", "VIII", "IX"]
 
 
 def test_all_tables_registered_with_titles(cli, capsys):
-    from ssl_bench.registry import TABLES
+    from ssl_bench.core.registry import TABLES
 
     assert set(TABLES.names()) == {t.lower() for t in TABLE_IDS}
     for tid in TABLE_IDS:
@@ -59,7 +59,7 @@ def _paper_block(text: str, table_id: str) -> list[list[str]]:
 def test_paper_values_are_transcribed_exactly(table_id):
     """Every in-paper row's numbers, in column order, are exactly one line of the paper's table, and every numeric
     line of the paper's table is a row of the spec."""
-    from ssl_bench.tables import get_spec
+    from ssl_bench.reporting.tables import get_spec
 
     spec = get_spec(table_id)
     paper_rows = _paper_block(PAPER.read_text(), table_id)
@@ -76,8 +76,8 @@ def test_paper_values_are_transcribed_exactly(table_id):
 
 
 def test_spec_file_errors_are_clear(tmp_path):
-    from ssl_bench.errors import ConfigError
-    from ssl_bench.tables import load_spec
+    from ssl_bench.core.errors import ConfigError
+    from ssl_bench.reporting.tables import load_spec
 
     good = yaml.safe_load((REPO / "benchmarks" / "tables" / "II.yaml").read_text())
     cases = {
@@ -144,9 +144,9 @@ def fake_run(
     overrides: dict | None = None,
 ) -> Path:
     """A run folder as the runner writes it (config from resolve_config; made-up scores)."""
-    from ssl_bench.config import config_hash, to_dict
-    from ssl_bench.evaluate import summarize, write_eval
-    from ssl_bench.runner import labelled_tag, resolve_config
+    from ssl_bench.core.config import config_hash, to_dict
+    from ssl_bench.evaluation.evaluate import summarize, write_eval
+    from ssl_bench.training.runner import labelled_tag, resolve_config
 
     cfg = resolve_config(method, "cardiac-phantom", preset="smoke", seed=seed, overrides=overrides)
     run_dir = root / "cardiac-phantom" / method / labelled_tag(cfg) / f"seed{seed}" / name
@@ -172,7 +172,7 @@ def fake_run(
 
 @pytest.fixture
 def synthetic(tmp_path):
-    from ssl_bench.tables import load_spec
+    from ssl_bench.reporting.tables import load_spec
 
     spec_path = tmp_path / "T.yaml"
     spec_path.write_text(SPEC)
@@ -186,7 +186,7 @@ def synthetic(tmp_path):
 
 
 def test_cell_mean_std_over_seeds_per_class(synthetic):
-    from ssl_bench.tables import build_table
+    from ssl_bench.reporting.tables import build_table
 
     spec, root = synthetic
     t = build_table(spec, root, preset="smoke")
@@ -215,7 +215,7 @@ def test_cell_mean_std_over_seeds_per_class(synthetic):
 def test_a_run_with_other_settings_fills_no_cell_of_the_plain_preset(synthetic, tmp_path):
     """The newest run of a seed is used only if its whole resolved config is the cell's: a longer run made with
     ``--set trainer.epochs=...`` (or one made before a preset changed) must not replace the preset's run."""
-    from ssl_bench.tables import build_table, load_spec
+    from ssl_bench.reporting.tables import build_table, load_spec
 
     spec, root = synthetic
     longer = fake_run(
@@ -238,8 +238,8 @@ def test_a_run_with_other_settings_fills_no_cell_of_the_plain_preset(synthetic, 
 
 
 def test_finished_runs_like_matches_setting_and_seed(synthetic):
-    from ssl_bench.runner import resolve_config
-    from ssl_bench.tables import finished_runs_like
+    from ssl_bench.reporting.tables import finished_runs_like
+    from ssl_bench.training.runner import resolve_config
 
     _, root = synthetic
     fake_run(root, "unet", 1, UNET[1], 1.0, "20270101-000000-long", overrides={"trainer.epochs": 7})
@@ -251,7 +251,7 @@ def test_finished_runs_like_matches_setting_and_seed(synthetic):
 
 
 def test_wilcoxon_marker_against_baseline(synthetic):
-    from ssl_bench.tables import build_table
+    from ssl_bench.reporting.tables import build_table
 
     spec, root = synthetic
     t = build_table(spec, root, preset="smoke")
@@ -268,7 +268,7 @@ def test_wilcoxon_marker_against_baseline(synthetic):
 
 
 def test_render_formats(synthetic, tmp_path):
-    from ssl_bench.tables import build_table, render, write_table
+    from ssl_bench.reporting.tables import build_table, render, write_table
 
     spec, root = synthetic
     t = build_table(spec, root, preset="smoke")
@@ -293,7 +293,7 @@ def test_render_formats(synthetic, tmp_path):
 
 
 def test_provenance_names_runs_hashes_and_git(synthetic):
-    from ssl_bench.tables import build_table, provenance
+    from ssl_bench.reporting.tables import build_table, provenance
 
     spec, root = synthetic
     prov = provenance(build_table(spec, root, preset="smoke"))
@@ -308,7 +308,7 @@ def test_provenance_names_runs_hashes_and_git(synthetic):
 
 
 def test_missing_runs_commands_resume_and_blocked(synthetic, tmp_path):
-    from ssl_bench.tables import build_table, plan_missing, render_missing
+    from ssl_bench.reporting.tables import build_table, plan_missing, render_missing
 
     spec, root = synthetic
     # mean-teacher: seed 1 was killed (resume it), seed 2 is still being written (leave it alone)
@@ -351,7 +351,7 @@ def test_missing_runs_commands_resume_and_blocked(synthetic, tmp_path):
 
 
 def test_selector_command_flags():
-    from ssl_bench.tables import cell_selector, get_spec, parse_dataset_map
+    from ssl_bench.reporting.tables import cell_selector, get_spec, parse_dataset_map
 
     spec = get_spec("VIII")
     row = spec.row("endo-a2")
@@ -422,7 +422,7 @@ def test_table_ix_paper_rows_and_missing_on_empty(cli, capsys, tmp_path):
 def test_table_from_real_smoke_runs(cli, capsys, smoke_tree, tmp_path):  # noqa: F811
     """Table IX protocol on the phantom: per-class cells from real per_case.csv files, checked by hand against
     each run's summary.json (written by the evaluator, independently of the table code)."""
-    from ssl_bench.tables import build_table, render
+    from ssl_bench.reporting.tables import build_table, render
 
     # the smoke tree's runs were made with `--set` FAST: without it, they fill no cell of the plain smoke preset
     plain = build_table("IX", smoke_tree, preset="smoke", seeds=[0, 1], dataset_map={"acdc": "cardiac-phantom"})
@@ -488,7 +488,7 @@ def test_run_missing_runs_and_resumes(tmp_path, monkeypatch):
     """--run-missing launches `ssl-bench run` / `resume` subprocesses (here stubbed), jobs in parallel."""
     import subprocess
 
-    from ssl_bench import tables
+    from ssl_bench.reporting import tables
 
     spec = tables.load_spec(_write(tmp_path / "T.yaml", SPEC))
     root = tmp_path / "runs"
@@ -507,7 +507,7 @@ def test_run_missing_runs_and_resumes(tmp_path, monkeypatch):
         plan, root, jobs=2, threads=3, echo=lambda s: None, on_finish=lambda e, c: ended.append(c)
     )
     assert len(done) == 6 and all(code == 0 for _, code in done) and ended == [0] * 6
-    cmds = [c[c.index("ssl_bench.cli") + 1 :] for c, _ in calls]
+    cmds = [c[c.index("ssl_bench") + 1 :] for c, _ in calls]
     assert ["resume", str(killed), "--threads", "3", "--no-progress"] in cmds
     runs = [c for c in cmds if c[0] == "run"]
     assert len(runs) == 5 and all("--out" in c and c[c.index("--out") + 1] == str(root) for c in runs)
@@ -521,7 +521,7 @@ def _write(path: Path, text: str) -> Path:
 
 
 def test_leaderboard(cli, capsys, synthetic):
-    from ssl_bench.leaderboard import leaderboard
+    from ssl_bench.reporting.leaderboard import leaderboard
 
     _, root = synthetic
     lb = leaderboard(root, metric="dice")
@@ -552,7 +552,7 @@ def test_leaderboard(cli, capsys, synthetic):
 
 def test_a_spec_file_of_ones_own_renders_like_a_paper_table(capsys, tmp_path):
     """`ssl-bench table FILE.yaml` loads the spec from the file (benchmarks/acdc_baselines.yaml is one)."""
-    from ssl_bench.cli import main
+    from ssl_bench.cli.main import main
 
     spec = Path(__file__).resolve().parents[1] / "benchmarks" / "acdc_baselines.yaml"
     code = main(["table", str(spec), "--results", str(tmp_path), "--missing", "--seeds", "0"])

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from helpers import run_cli_subprocess
 
-from ssl_bench.errors import DataError, TrainingError
-from ssl_bench.runner import eval_run, resolve_config, resume_run, start_run
+from ssl_bench.core.errors import DataError, TrainingError
+from ssl_bench.training.runner import eval_run, resolve_config, resume_run, start_run
 
 
 def _run_dirs(out: Path) -> list[Path]:
@@ -69,7 +69,7 @@ def test_missing_data_root_leaves_no_run_folder(tmp_path, monkeypatch):
 
 NAN_PLUGIN = '''
 import torch
-from ssl_bench.registry import METHODS
+from ssl_bench.core.registry import METHODS
 from ssl_bench.methods.supervised import Supervised
 
 @METHODS.register("nan-after-two")
@@ -85,7 +85,7 @@ class NanAfterTwo(Supervised):
 
 
 def test_nan_loss_stops_with_actionable_error(tmp_path):
-    from ssl_bench.registry import load_plugin_file
+    from ssl_bench.core.registry import load_plugin_file
 
     plugin = tmp_path / "nan_plugin.py"
     plugin.write_text(NAN_PLUGIN)
@@ -101,7 +101,7 @@ def test_nan_loss_stops_with_actionable_error(tmp_path):
 
 SLOW_PLUGIN = '''
 import time
-from ssl_bench.registry import METHODS
+from ssl_bench.core.registry import METHODS
 from ssl_bench.methods.supervised import Supervised
 
 @METHODS.register("slow-unet")
@@ -133,7 +133,7 @@ def test_killed_run_resumes_to_identical_result(tmp_path):
     (ref_run,) = _run_dirs(ref_out)
 
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ssl_bench.cli", "run", *KILL_ARGS, "--plugin", str(plugin), "--out", str(kill_out)],
+        [sys.executable, "-m", "ssl_bench", "run", *KILL_ARGS, "--plugin", str(plugin), "--out", str(kill_out)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=os.environ.copy(),

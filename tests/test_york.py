@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from scipy.io import savemat
 
+from ssl_bench.core.errors import DataError
+from ssl_bench.core.registry import DATASETS
 from ssl_bench.datasets.common import check_dataset, prepare_dataset
 from ssl_bench.datasets.york import polygon_mask
-from ssl_bench.errors import DataError
-from ssl_bench.registry import DATASETS
 
 YORK = DATASETS.get("york-endocardium")
 T = 20

@@ -1,0 +1,1 @@
+"""Built-in backbones; they implement :class:`ssl_bench.core.backbone.SegNet`."""

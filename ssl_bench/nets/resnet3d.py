@@ -18,8 +18,8 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from ssl_bench.nets.base import HeadSpec, SegNet, dropout_nd, norm_nd
-from ssl_bench.registry import BACKBONES
+from ssl_bench.core.backbone import HeadSpec, SegNet, dropout_nd, norm_nd
+from ssl_bench.core.registry import BACKBONES
 
 
 class BasicBlock3d(nn.Module):

@@ -10,8 +10,8 @@ from collections.abc import Iterable
 
 import torch
 
-from ssl_bench.nets.base import HeadSpec, SegNet
-from ssl_bench.registry import BACKBONES
+from ssl_bench.core.backbone import HeadSpec, SegNet
+from ssl_bench.core.registry import BACKBONES
 
 
 class SmpUNet(SegNet):

@@ -19,8 +19,8 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from ssl_bench.nets.base import ConvBlock, HeadSpec, SegNet, dropout_nd, norm_nd
-from ssl_bench.registry import BACKBONES
+from ssl_bench.core.backbone import ConvBlock, HeadSpec, SegNet, dropout_nd, norm_nd
+from ssl_bench.core.registry import BACKBONES
 
 
 class Stage(nn.Module):

@@ -1,8 +1,9 @@
 """Finished runs as tidy pandas DataFrames — the one way notebooks, tables and users' scripts read results.
 
-A *run folder* is any folder holding ``config.yaml`` and ``manifest.json`` (see :mod:`ssl_bench.runner`); its test
-scores are ``eval/test/per_case.csv`` and ``eval/test/summary.json``. Log files are never parsed here, except
-``metrics.jsonl`` by :func:`load_metrics_log` (training curves and pseudo-label quality, for figures).
+A *run folder* is any folder holding ``config.yaml`` and ``manifest.json`` (see
+:mod:`ssl_bench.training.runner`); its test scores are ``eval/test/per_case.csv`` and
+``eval/test/summary.json``. Log files are never parsed here, except ``metrics.jsonl`` by
+:func:`load_metrics_log` (training curves and pseudo-label quality, for figures).
 
 Results live in two places (both read by default):
 
@@ -35,8 +36,8 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from ssl_bench.config import flatten
-from ssl_bench.errors import RunDirError
+from ssl_bench.core.config import flatten
+from ssl_bench.core.errors import RunDirError
 
 __all__ = [
     "KEY_FIELDS",
@@ -75,7 +76,7 @@ RECORDS_DIR = Path("results/records")
 
 def default_results_dirs() -> list[Path]:
     """``$SSL_BENCH_RESULTS`` (else ``results/runs``) and ``results/records`` (where it exists)."""
-    from ssl_bench.runner import default_out_dir
+    from ssl_bench.training.runner import default_out_dir
 
     dirs = [default_out_dir()]
     if RECORDS_DIR.is_dir() and RECORDS_DIR.resolve() != dirs[0].resolve():
@@ -158,7 +159,7 @@ class RunRecord:
         return self._summary
 
     def per_case(self, split: str = "test") -> pd.DataFrame:
-        """``per_case.csv`` as written by :func:`ssl_bench.evaluate.write_eval` (case, class, metrics, counts)."""
+        """``per_case.csv`` as written by :func:`~ssl_bench.evaluation.evaluate.write_eval` (case, class, metrics)."""
         if split != "test":
             return pd.read_csv(self.path / "eval" / split / "per_case.csv", dtype={"case": str})
         if self._per_case is None:

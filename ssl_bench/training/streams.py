@@ -18,8 +18,8 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import torch
 
-from ssl_bench.method import Batch
-from ssl_bench.transforms import augment_2d
+from ssl_bench.core.method import Batch
+from ssl_bench.training.augment import augment_2d
 
 
 def derive_seed(*parts: object) -> int:

@@ -2,7 +2,7 @@
 
 A :class:`DatasetAdapter` does I/O only: it knows its task (:class:`TaskSpec`), its splits (case ids = volumes,
 grouped by patient), how to load one case and, for 2D training, how to enumerate training slices. Resizing,
-augmentation and batching are generic and live in :mod:`ssl_bench.transforms` / :mod:`ssl_bench.streams`.
+augmentation and batching are generic and live in :mod:`ssl_bench.core.transforms` / :mod:`ssl_bench.training.streams`.
 
 Array conventions (numpy, as loaded):
     image: ``(Z, Y, X)`` float32 (a 2D-only source uses ``Z = 1``), intensities already normalised;
@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ssl_bench.errors import DataError
+from ssl_bench.core.errors import DataError
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ class Case:
 @dataclass
 class SliceSet:
     """2D training samples kept in memory (slices may differ in size; they are resized to the training size
-    by :func:`ssl_bench.transforms.prepare_slices`).
+    by :func:`ssl_bench.core.transforms.prepare_slices`).
 
     Attributes:
         images: N arrays ``(C, H, W)`` float32.
@@ -111,7 +111,7 @@ class DatasetAdapter(ABC):
 
     Subclasses set :attr:`spec` and implement :meth:`splits` and :meth:`load_case`; 2D datasets whose training
     data come as slice files override :meth:`training_slices`. ``root`` is the data folder (``None`` for
-    built-in generated data); a wrong root must raise :class:`~ssl_bench.errors.DataError` in ``__init__``
+    built-in generated data); a wrong root must raise :class:`~ssl_bench.core.errors.DataError` in ``__init__``
     saying what was expected there.
     """
 

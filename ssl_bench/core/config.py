@@ -29,7 +29,7 @@ from typing import Any
 
 import yaml
 
-from ssl_bench.errors import ConfigError
+from ssl_bench.core.errors import ConfigError
 
 
 @dataclass
@@ -420,7 +420,7 @@ def config_hash(cfg: RunConfig) -> str:
 
 
 def dump_yaml(cfg: RunConfig, path: Path) -> None:
-    from ssl_bench.io import atomic_write_text
+    from ssl_bench.core.io import atomic_write_text
 
     atomic_write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
 

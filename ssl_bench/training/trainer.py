@@ -21,14 +21,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ssl_bench.config import RunConfig, to_dict
-from ssl_bench.data import Case, DatasetAdapter
-from ssl_bench.errors import DataError, RunDirError, TrainingError
-from ssl_bench.evaluate import evaluate_cases, mean_foreground_dice, volume_predictor
-from ssl_bench.io import atomic_torch_save, atomic_write_text
-from ssl_bench.method import Batch, EpochData, Method, Stage, StepInfo
-from ssl_bench.streams import CropSource, Source, Stream, TensorSource, center_start, crop_or_pad, derive_seed
-from ssl_bench.transforms import prepare_slices
+from ssl_bench.core.config import RunConfig, to_dict
+from ssl_bench.core.data import Case, DatasetAdapter
+from ssl_bench.core.errors import DataError, RunDirError, TrainingError
+from ssl_bench.core.io import atomic_torch_save, atomic_write_text
+from ssl_bench.core.method import Batch, EpochData, Method, Stage, StepInfo
+from ssl_bench.core.transforms import prepare_slices
+from ssl_bench.evaluation.evaluate import evaluate_cases, mean_foreground_dice, volume_predictor
+from ssl_bench.training.streams import CropSource, Source, Stream, TensorSource, center_start, crop_or_pad, derive_seed
 
 CHECKPOINT_VERSION = 1
 

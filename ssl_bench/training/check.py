@@ -21,10 +21,10 @@ from typing import Any
 
 import torch
 
-from ssl_bench.data import TaskSpec
-from ssl_bench.errors import ConfigError
-from ssl_bench.method import Batch, EpochData, Method, MethodContext, StepInfo
-from ssl_bench.registry import BACKBONES, METHODS, normalize_name
+from ssl_bench.core.data import TaskSpec
+from ssl_bench.core.errors import ConfigError
+from ssl_bench.core.method import Batch, EpochData, Method, MethodContext, StepInfo
+from ssl_bench.core.registry import BACKBONES, METHODS, normalize_name
 
 DEFAULT_BACKBONES = {2: "unet2d", 3: "unet3d"}
 MAX_GRADIENT_TRIES = 30

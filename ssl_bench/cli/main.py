@@ -7,6 +7,7 @@ traceback instead.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
@@ -14,8 +15,8 @@ import textwrap
 from pathlib import Path
 
 from ssl_bench import __version__
-from ssl_bench.datacli import add_data_parser, cmd_data
-from ssl_bench.errors import SSLBenchError
+from ssl_bench.cli.data import add_data_parser, cmd_data
+from ssl_bench.core.errors import SSLBenchError
 
 DESCRIPTION = """\
 ssl-bench: semi-supervised medical image segmentation benchmark (CoraNet, TMI 2021, and baselines).
@@ -80,7 +81,7 @@ ACDC_CPU = "128x128, 25 epochs x 40 steps, batch 4+4, trainer.val_every=5"
 
 
 def run_epilog() -> str:
-    from ssl_bench.config import PRESETS, describe_preset
+    from ssl_bench.core.config import PRESETS, describe_preset
 
     described = {name: describe_preset(values) for name, values in PRESETS.items()}
     return RUN_EPILOG.format(acdc_cpu=ACDC_CPU, **described)
@@ -165,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
         "check",
         parents=[plugin],
         help="contract-test a method on tiny synthetic 2D/3D batches",
-        description=textwrap.dedent(__import__("ssl_bench.check").check.__doc__ or ""),
+        description=textwrap.dedent(importlib.import_module("ssl_bench.training.check").__doc__ or ""),
         formatter_class=fmt,
     )
     p.add_argument("--method", required=True)
@@ -188,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default="ssl-bench", choices=["ssl-bench", "medpy"])
     p.add_argument("--json", action="store_true", help="print JSON rows instead of a table")
 
-    from ssl_bench.tablecli import add_parsers
+    from ssl_bench.cli.table import add_parsers
 
     add_parsers(sub, plugin)  # table, leaderboard, figure
     add_data_parser(sub)  # data prepare / check / info
@@ -196,14 +197,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load_plugins(paths: list[str]) -> None:
-    from ssl_bench.registry import load_plugin_file
+    from ssl_bench.core.registry import load_plugin_file
 
     for path in paths:
         load_plugin_file(path)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from ssl_bench.registry import REGISTRIES
+    from ssl_bench.core.registry import REGISTRIES
 
     entries = REGISTRIES[args.kind].entries()
     entries = [e for e in entries if args.pattern is None or e.name in REGISTRIES[args.kind].names(args.pattern)]
@@ -219,8 +220,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     import yaml
 
-    from ssl_bench.config import parse_set, to_dict
-    from ssl_bench.runner import resolve_config, start_run
+    from ssl_bench.core.config import parse_set, to_dict
+    from ssl_bench.training.runner import resolve_config, start_run
 
     labeled = args.labeled
     if labeled is not None and labeled > 1 and labeled == int(labeled):
@@ -254,14 +255,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from ssl_bench.runner import resume_run
+    from ssl_bench.training.runner import resume_run
 
     resume_run(args.run_dir, device=args.device, progress=False if args.no_progress else None)
     return 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from ssl_bench.runner import eval_run
+    from ssl_bench.training.runner import eval_run
 
     eval_run(
         args.run_dir,
@@ -274,7 +275,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from ssl_bench.check import check_method
+    from ssl_bench.training.check import check_method
 
     results = check_method(args.method, estimator=args.estimator, backbone=args.backbone, dims=tuple(args.dims))
     for r in results:
@@ -285,7 +286,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_metrics(args: argparse.Namespace) -> int:
-    from ssl_bench.metrics_io import score_paths
+    from ssl_bench.evaluation.metrics_io import score_paths
 
     rows = score_paths(args.pred, args.ref, args.classes, spacing=args.spacing, backend=args.backend)
     if args.json:
@@ -313,7 +314,7 @@ COMMANDS = {
     "check": cmd_check,
     "metrics": cmd_metrics,
     "data": cmd_data,
-    **__import__("ssl_bench.tablecli").tablecli.COMMANDS,  # table, leaderboard, figure
+    **importlib.import_module("ssl_bench.cli.table").COMMANDS,  # table, leaderboard, figure
 }
 
 

@@ -23,8 +23,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from ssl_bench.data import TaskSpec
-from ssl_bench.nets.base import HeadSpec, SegNet
+from ssl_bench.core.backbone import HeadSpec, SegNet
+from ssl_bench.core.data import TaskSpec
 
 
 @dataclass
@@ -37,7 +37,7 @@ class Batch:
         index: ``[B]`` int64, position of each sample in its stream's dataset (for per-sample state such as
             Temporal Ensembling targets or stored pseudo-labels).
         aug: ``[B, 2]`` int64 augmentation applied to each sample (rot90 count, flip), or None; stored per-sample
-            maps are brought into the batch's frame with :func:`ssl_bench.transforms.apply_augment`.
+            maps are brought into the batch's frame with :func:`ssl_bench.training.augment.apply_augment`.
         crop: ``[B, 3]`` int64 start offsets of random 3D crops, or None when samples are fixed views.
     """
 
@@ -89,7 +89,7 @@ class MethodContext:
     epochs: int
 
     def build_backbone(self, extra_heads: Iterable[HeadSpec] = (), **overrides: Any) -> SegNet:
-        """A new backbone for this task, optionally with extra heads (see :class:`~ssl_bench.nets.base.HeadSpec`)."""
+        """A new backbone for this task, optionally with extra heads (see :class:`~.backbone.HeadSpec`)."""
         return self.backbone_factory(extra_heads=tuple(extra_heads), **overrides)
 
 
@@ -188,7 +188,7 @@ class Method(nn.Module):
     @classmethod
     def check_config(cls, cfg: Any, dims: int) -> None:
         """Reject run configurations the method cannot train with (raise ``ValueError`` with a fix); called before
-        anything is built. ``cfg`` is the whole :class:`~ssl_bench.config.RunConfig`, ``dims`` the data's."""
+        anything is built. ``cfg`` is the whole :class:`~ssl_bench.core.config.RunConfig`, ``dims`` the data's."""
 
     @classmethod
     def summary(cls) -> str:

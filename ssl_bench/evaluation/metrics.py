@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 from scipy.ndimage import distance_transform_edt, find_objects
 
-from ssl_bench.errors import MetricInputError
+from ssl_bench.core.errors import MetricInputError
 
 __all__ = [
     "BACKENDS",

@@ -59,9 +59,9 @@ from typing import Any
 
 import yaml
 
-from ssl_bench.config import format_config_value
-from ssl_bench.errors import ConfigError, SSLBenchError
-from ssl_bench.registry import TABLES, normalize_name
+from ssl_bench.core.config import format_config_value
+from ssl_bench.core.errors import ConfigError, SSLBenchError
+from ssl_bench.core.registry import TABLES, normalize_name
 
 __all__ = [
     "Cell",
@@ -200,7 +200,7 @@ class TableSpec:
 def specs_dir() -> Path:
     """Folder of the table specs: ``$SSL_BENCH_TABLES`` or ``<repository>/benchmarks/tables``."""
     env = os.environ.get("SSL_BENCH_TABLES")
-    return Path(env) if env else Path(__file__).resolve().parents[1] / "benchmarks" / "tables"
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "benchmarks" / "tables"
 
 
 def _paper_value(value: Any, where: str) -> tuple[float | None, float | None]:
@@ -418,8 +418,8 @@ def resolve_selector(sel: Selector) -> tuple[dict[str, Any] | None, str]:
     """``(expected config values, "")`` if ``sel`` can be run now, else ``(None, why not)``."""
     if sel in _RESOLVED:
         return _RESOLVED[sel]
-    from ssl_bench.config import flatten, to_dict
-    from ssl_bench.registry import BACKBONES, DATASETS, ESTIMATORS, METHODS
+    from ssl_bench.core.config import flatten, to_dict
+    from ssl_bench.core.registry import BACKBONES, DATASETS, ESTIMATORS, METHODS
 
     reason = ""
     if sel.method not in METHODS:
@@ -434,7 +434,7 @@ def resolve_selector(sel: Selector) -> tuple[dict[str, Any] | None, str]:
     if reason:
         result = (None, reason)
     else:
-        from ssl_bench.runner import resolve_config
+        from ssl_bench.training.runner import resolve_config
 
         try:
             cfg = resolve_config(
@@ -458,10 +458,10 @@ def resolve_selector(sel: Selector) -> tuple[dict[str, Any] | None, str]:
 
 
 def expected_config(cfg: Any) -> dict[str, Any]:
-    """The flat config values a run made with ``cfg`` (a resolved :class:`~ssl_bench.config.RunConfig`) must have,
+    """The flat config values a run made with ``cfg`` (a resolved :class:`~ssl_bench.core.config.RunConfig`) must have,
     seed excluded: every key but :data:`UNMATCHED_KEYS` (and the labelled budget for methods that use all labels)."""
-    from ssl_bench.config import flatten, to_dict
-    from ssl_bench.registry import METHODS
+    from ssl_bench.core.config import flatten, to_dict
+    from ssl_bench.core.registry import METHODS
 
     expected = {k: v for k, v in flatten(to_dict(cfg)).items() if k not in UNMATCHED_KEYS}
     if cfg.method in METHODS and METHODS.get(cfg.method).uses_all_labels:
@@ -470,9 +470,9 @@ def expected_config(cfg: Any) -> dict[str, Any]:
 
 
 def finished_runs_like(cfg: Any, results_dir: str | Path | Iterable[str | Path] | None = None) -> list[Any]:
-    """The finished runs under ``results_dir`` (default: as :func:`ssl_bench.results.find_runs`) made with ``cfg``'s
+    """The finished runs under ``results_dir`` (default: as :func:`.results.find_runs`) made with ``cfg``'s
     setting and seed, as a table cell would match them: use it to skip a run that is already there."""
-    from ssl_bench.results import find_runs
+    from ssl_bench.reporting.results import find_runs
 
     expected = expected_config(cfg)
     return [r for r in find_runs(results_dir, status="finished") if r.get("seed") == cfg.seed and matches(r, expected)]
@@ -496,7 +496,7 @@ def literal_expected(sel: Selector) -> dict[str, Any]:
 
 def compare_config(run: Any, expected: dict[str, Any]) -> tuple[list[str], list[str]]:
     """``(keys whose value differs, keys the run's config lacks)`` of ``expected`` in ``run``'s config."""
-    from ssl_bench.results import values_equal
+    from ssl_bench.reporting.results import values_equal
 
     missing = object()
     differing, absent = [], []
@@ -746,11 +746,11 @@ def build_table(
         preset: the preset the runs must have been made with (part of the match).
         seeds: seeds to aggregate (default the spec's).
         dataset_map: dataset substitution, e.g. ``{"acdc": "cardiac-phantom"}`` (``"*"``: every dataset).
-        runs: the run records to use instead of searching ``results_dir`` (see :func:`ssl_bench.results.find_runs`).
+        runs: the run records to use instead of searching ``results_dir`` (see :func:`.results.find_runs`).
         alpha: significance level of the Wilcoxon marker.
         overrides: config keys every cell's runs were made with (``ssl-bench run --set``), on top of the spec's.
     """
-    from ssl_bench.results import _as_dirs, find_runs
+    from ssl_bench.reporting.results import _as_dirs, find_runs
 
     spec = table if isinstance(table, TableSpec) else get_spec(table)
     dirs = _as_dirs(results_dir)
@@ -872,8 +872,8 @@ def _row_groups(spec: TableSpec) -> list[tuple[str | None, list[RowSpec]]]:
 
 def footnotes(result: TableResult) -> list[str]:
     """The notes printed under a table: cell definition, markers, empty-mask policy, units, preset, gaps."""
-    from ssl_bench.config import PRESETS
-    from ssl_bench.metrics import EMPTY_POLICY_TEXT
+    from ssl_bench.core.config import PRESETS
+    from ssl_bench.evaluation.metrics import EMPTY_POLICY_TEXT
 
     spec = result.spec
     base_rows = sorted({spec.baseline_of(r) for r in spec.rows} - {None})
@@ -904,7 +904,7 @@ def footnotes(result: TableResult) -> list[str]:
     mapped = ""
     if result.dataset_map:
         mapped = " (substituted: " + ", ".join(f"{k}→{v}" for k, v in sorted(result.dataset_map.items())) + ")"
-    from ssl_bench.registry import DATASETS
+    from ssl_bench.core.registry import DATASETS
 
     for name in datasets:  # a dataset's own preset values override the global ones
         if name in DATASETS and DATASETS.get(name).presets.get(result.preset):
@@ -1079,7 +1079,7 @@ def to_frame(result: TableResult) -> Any:
 def provenance(result: TableResult) -> dict[str, Any]:
     """Per cell: the runs used (id, seed, path, config hash, git sha, value) and the aggregate."""
     from ssl_bench import __version__
-    from ssl_bench.runner import git_state
+    from ssl_bench.training.runner import git_state
 
     cells = []
     for (row_id, col_key), cell in result.cells.items():
@@ -1136,7 +1136,7 @@ def _rel(path: Path | None) -> str | None:
 
 def write_table(result: TableResult, out_dir: str | Path = "results/tables", formats: Sequence[str] = ()) -> list[Path]:
     """Write ``<stem>.md``, ``.tex``, ``.csv`` (plus any extra ``formats``) and ``<stem>.provenance.json``."""
-    from ssl_bench.io import atomic_write_json, atomic_write_text
+    from ssl_bench.core.io import atomic_write_json, atomic_write_text
 
     out = Path(out_dir)
     written = []
@@ -1182,7 +1182,7 @@ def plan_missing(
     instead of started again, unless its status is ``running`` and its files changed within ``stale_s`` seconds
     (then it is probably still running: action ``active``, skipped).
     """
-    from ssl_bench.results import find_runs
+    from ssl_bench.reporting.results import find_runs
 
     all_runs = runs if runs is not None else find_runs(result.results_dirs)
     unfinished = [r for r in all_runs if not r.finished]
@@ -1227,7 +1227,7 @@ def plan_missing(
 
 def finished_runs_of(entry: MissingRun, results_dir: str | Path | Iterable[str | Path]) -> list[Any]:
     """The finished runs under ``results_dir`` that fill ``entry`` (its setting and seed)."""
-    from ssl_bench.results import find_runs
+    from ssl_bench.reporting.results import find_runs
 
     expected = resolve_selector(entry.selector)[0] or literal_expected(entry.selector)
     return [
@@ -1244,7 +1244,7 @@ def render_missing(result: TableResult, plan: list[MissingRun], out: str | Path,
     """The ``--missing`` listing: the exact commands, then what cannot run yet and why."""
     import shlex
 
-    from ssl_bench.registry import DATASETS
+    from ssl_bench.core.registry import DATASETS
 
     todo = [m for m in plan if m.action in ("run", "resume")]
     lines = [
@@ -1315,7 +1315,7 @@ def run_missing(
             args += ["--device", device]
         if jobs > 1:
             args.append("--no-progress")
-        cmd = [sys.executable, "-m", "ssl_bench.cli", *args]
+        cmd = [sys.executable, "-m", "ssl_bench", *args]
         echo(f"[{index + 1}/{len(todo)}] {' '.join(['ssl-bench', *args])}")
         if jobs == 1:
             code = subprocess.run(cmd, env=env).returncode

@@ -13,8 +13,8 @@ from typing import Any, ClassVar
 
 import torch
 
-from ssl_bench.method import StepInfo
-from ssl_bench.nets.base import HeadSpec, SegNet
+from ssl_bench.core.backbone import HeadSpec, SegNet
+from ssl_bench.core.method import StepInfo
 
 
 @dataclass
@@ -89,8 +89,8 @@ class UncertaintyEstimator:
 
 def build_estimator(name: str, options: dict[str, Any] | None, num_classes: int) -> UncertaintyEstimator:
     """Instantiate estimator ``name`` with typed ``options`` (keys checked against its Config)."""
-    from ssl_bench.config import from_dict
-    from ssl_bench.registry import ESTIMATORS
+    from ssl_bench.core.config import from_dict
+    from ssl_bench.core.registry import ESTIMATORS
 
     cls = ESTIMATORS.get(name)
     return cls(from_dict(cls.Config, options or {}, prefix=f"estimator {name}: "), num_classes)

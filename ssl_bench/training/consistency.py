@@ -4,7 +4,7 @@
   (VAT), :func:`predictive_entropy`;
 * schedule: :func:`ramped_weight` (the unsupervised weight w(t) as a function of the stage's progress);
 * stochastic passes: :func:`add_noise` (UA-MT's clamped Gaussian input noise), :func:`random_dihedral` (random
-  rot90/flip with an exact inverse, via :func:`ssl_bench.transforms.apply_augment`), :func:`stochastic_mode`
+  rot90/flip with an exact inverse, via :func:`ssl_bench.training.augment.apply_augment`), :func:`stochastic_mode`
   (dropout on/off and BatchNorm mode for a pass, never touching BN running statistics), :func:`mean_probs`
   (mean softmax of T stochastic passes);
 * :class:`ConsistencyConfig` / :class:`ConsistencyMethod`: the base of the consistency-type methods (supervised
@@ -26,11 +26,11 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.dropout import _DropoutNd
 
-from ssl_bench.losses import masked_mean, supervised_loss
-from ssl_bench.method import Batch, Method, MethodContext, StepInfo
-from ssl_bench.nets.base import HeadSpec
-from ssl_bench.ramps import RAMPS, ramp
-from ssl_bench.transforms import apply_augment
+from ssl_bench.core.backbone import HeadSpec
+from ssl_bench.core.method import Batch, Method, MethodContext, StepInfo
+from ssl_bench.training.augment import apply_augment
+from ssl_bench.training.losses import masked_mean, supervised_loss
+from ssl_bench.training.ramps import RAMPS, ramp
 
 BN_MODES = ("keep", "batch", "running")
 AVERAGES = ("probs", "logits")

@@ -133,9 +133,9 @@ def add_parsers(sub: argparse._SubParsersAction, plugin: argparse.ArgumentParser
 
 
 def cmd_table(args: argparse.Namespace) -> int:
-    from ssl_bench import tables
-    from ssl_bench.config import parse_set
-    from ssl_bench.results import _as_dirs, export_records
+    from ssl_bench.core.config import parse_set
+    from ssl_bench.reporting import tables
+    from ssl_bench.reporting.results import _as_dirs, export_records
 
     spec = tables.get_spec(args.table_id)
     dirs = _as_dirs(args.results)
@@ -190,7 +190,7 @@ def cmd_table(args: argparse.Namespace) -> int:
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
-    from ssl_bench.leaderboard import leaderboard, render_leaderboard
+    from ssl_bench.reporting.leaderboard import leaderboard, render_leaderboard
 
     labeled = args.labeled
     if labeled is not None and labeled > 1 and labeled == int(labeled):
@@ -199,14 +199,14 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     text = render_leaderboard(frame, args.format, metric=args.metric)
     print(text, end="")
     if args.out:
-        from ssl_bench.io import atomic_write_text
+        from ssl_bench.core.io import atomic_write_text
 
         atomic_write_text(args.out, text)
     return 0
 
 
 def cmd_figure(args: argparse.Namespace) -> int:
-    from ssl_bench import figures
+    from ssl_bench.reporting import figures
 
     written = figures.make_figure(
         args.kind, args.run_dirs, out=args.out, cases=args.case, region=args.region, device=args.device

@@ -31,7 +31,7 @@ import torch
 import yaml
 
 from ssl_bench import __version__
-from ssl_bench.config import (
+from ssl_bench.core.config import (
     PRESETS,
     RunConfig,
     apply_overrides,
@@ -41,15 +41,15 @@ from ssl_bench.config import (
     load_run_config,
     to_dict,
 )
-from ssl_bench.data import DatasetAdapter
-from ssl_bench.errors import ConfigError, DataError, RunDirError, SSLBenchError, TrainingError
-from ssl_bench.evaluate import evaluate_cases, format_summary_table, summarize, volume_predictor, write_eval
-from ssl_bench.io import atomic_write, atomic_write_json, read_json
-from ssl_bench.method import Method, MethodContext
-from ssl_bench.registry import BACKBONES, DATASETS, METHODS, load_plugin_file, normalize_name, plugin_sources
-from ssl_bench.streams import derive_seed
-from ssl_bench.trainer import StopRequested, Trainer, seed_everything
-from ssl_bench.transforms import AUGMENTATIONS
+from ssl_bench.core.data import DatasetAdapter
+from ssl_bench.core.errors import ConfigError, DataError, RunDirError, SSLBenchError, TrainingError
+from ssl_bench.core.io import atomic_write, atomic_write_json, read_json
+from ssl_bench.core.method import Method, MethodContext
+from ssl_bench.core.registry import BACKBONES, DATASETS, METHODS, load_plugin_file, normalize_name, plugin_sources
+from ssl_bench.evaluation.evaluate import evaluate_cases, format_summary_table, summarize, volume_predictor, write_eval
+from ssl_bench.training.augment import AUGMENTATIONS
+from ssl_bench.training.streams import derive_seed
+from ssl_bench.training.trainer import StopRequested, Trainer, seed_everything
 
 
 def default_out_dir() -> Path:
@@ -216,7 +216,7 @@ def labelled_tag(cfg: RunConfig) -> str:
 
 
 def git_state() -> dict[str, Any]:
-    src = Path(__file__).resolve().parent.parent
+    src = Path(__file__).resolve().parents[2]
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=src, capture_output=True, text=True, timeout=5)
         dirty = subprocess.run(["git", "status", "--porcelain"], cwd=src, capture_output=True, text=True, timeout=5)

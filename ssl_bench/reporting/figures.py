@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ssl_bench.errors import RunDirError
-from ssl_bench.results import RunRecord, _read_run, load_metrics_log
+from ssl_bench.core.errors import RunDirError
+from ssl_bench.reporting.results import RunRecord, _read_run, load_metrics_log
 
 __all__ = [
     "fig_curves",
@@ -76,9 +76,9 @@ def _estimator_label(rec: RunRecord) -> str:
 def run_labels(records: Sequence[RunRecord]) -> list[str]:
     """Short legend labels: the settings that differ between the runs (method, estimator, α, ..., seed), then the
     other config keys that some run sets apart from its preset, where they differ between the runs
-    (``iters_per_epoch=160``; see :func:`ssl_bench.tables.variant_items`)."""
-    from ssl_bench.config import format_config_value
-    from ssl_bench.tables import variant_items
+    (``iters_per_epoch=160``; see :func:`ssl_bench.reporting.tables.variant_items`)."""
+    from ssl_bench.core.config import format_config_value
+    from ssl_bench.reporting.tables import variant_items
 
     fields = [
         ("method", "method", ""),
@@ -239,7 +239,7 @@ def _load_model(rec: RunRecord, device: str = "cpu", checkpoint: str = "auto") -
     """(config, adapter, method) with the run's selected weights (best-val or last, as its config says)."""
     import torch
 
-    from ssl_bench.runner import build_adapter, build_method, load_run
+    from ssl_bench.training.runner import build_adapter, build_method, load_run
 
     cfg, _ = load_run(rec.path)
     best, last = rec.path / "checkpoints" / "best.pt", rec.path / "checkpoints" / "last.pt"
@@ -295,7 +295,7 @@ def fig_masks(
     """
     import torch
 
-    from ssl_bench.transforms import resize_images, resize_labels
+    from ssl_bench.core.transforms import resize_images, resize_labels
 
     records = _records(run_dirs)
     labels = run_labels(records)
@@ -365,7 +365,7 @@ def fig_overlays(
     """Fig. 6/7: contours of every run's test prediction against the ground truth (red) on one panel per case
     (binary tasks); Fig. 9: for multi-class data, a row per case with the ground truth and each run's per-class
     fills. Each case is shown at its slice with the largest foreground, at native resolution."""
-    from ssl_bench.evaluate import volume_predictor
+    from ssl_bench.evaluation.evaluate import volume_predictor
 
     records = _records(run_dirs)
     labels = run_labels(records)

@@ -2,7 +2,7 @@
 
 2D methods on volumes (the SSL4MIS/ACDC convention): every slice is resized to the training size, predicted,
 its logits resized back (bilinear) and the arg-max taken; slices are re-stacked and the *volume* is scored.
-3D methods use sliding-window inference (:mod:`ssl_bench.inference`).
+3D methods use sliding-window inference (:mod:`ssl_bench.evaluation.inference`).
 ``eval.per_slice=true`` scores every slice as its own case instead (named ``<case>:z<k>``).
 
 Distances are reported in mm when the dataset has a spacing (``hd``, ``hd95``, ``asd``, ``assd``) and always
@@ -20,11 +20,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from ssl_bench.data import DatasetAdapter
-from ssl_bench.errors import DataError
-from ssl_bench.io import atomic_write, atomic_write_json
-from ssl_bench.metrics import EMPTY_POLICY, EMPTY_POLICY_TEXT, segmentation_metrics
-from ssl_bench.transforms import resize_images
+from ssl_bench.core.data import DatasetAdapter
+from ssl_bench.core.errors import DataError
+from ssl_bench.core.io import atomic_write, atomic_write_json
+from ssl_bench.core.transforms import resize_images
+from ssl_bench.evaluation.metrics import EMPTY_POLICY, EMPTY_POLICY_TEXT, segmentation_metrics
 
 DISTANCE_METRICS = ("hd", "hd95", "asd", "assd")
 OVERLAP_METRICS = ("dice", "jaccard", "precision", "recall")
@@ -108,7 +108,7 @@ def volume_predictor(
     """``(Z, Y, X)`` volume -> label map: slice-wise for 2D methods, sliding window for 3D methods."""
     if dims == 2:
         return lambda image: predict_volume_2d(predict, image, image_size, eval_cfg.batch_size, device)
-    from ssl_bench.inference import predict_volume_3d
+    from ssl_bench.evaluation.inference import predict_volume_3d
 
     return lambda image: predict_volume_3d(
         predict,

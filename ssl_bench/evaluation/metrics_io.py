@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from ssl_bench.errors import MetricInputError
-from ssl_bench.metrics import segmentation_metrics
+from ssl_bench.core.errors import MetricInputError
+from ssl_bench.evaluation.metrics import segmentation_metrics
 
 __all__ = ["SUPPORTED_EXTENSIONS", "case_name", "load_label_map", "score_paths"]
 
@@ -152,12 +152,12 @@ def score_paths(
         ref: reference file or folder.
         classes: labels to score; None scores every label > 0 present in each reference.
         spacing: voxel size per array axis (in the files' axis order) or None.
-        backend: ``"ssl-bench"`` or ``"medpy"``, see :func:`ssl_bench.metrics.segmentation_metrics`.
+        backend: ``"ssl-bench"`` or ``"medpy"``, see :func:`ssl_bench.evaluation.metrics.segmentation_metrics`.
         metrics: optional subset of the metric names.
 
     Returns:
         One row per (case, class), cases sorted by file name: ``{"case": name, "class": k, "spacing_unit": ...,
-        **metrics}`` with the fields of :func:`ssl_bench.metrics.segmentation_metrics`.
+        **metrics}`` with the fields of :func:`ssl_bench.evaluation.metrics.segmentation_metrics`.
 
     Raises:
         MetricInputError: missing/unreadable files, unmatched folders and every input error of the metrics (the

@@ -2,7 +2,7 @@
 
 A *setting* is (dataset, labelled budget, preset, method, estimator, alpha, backbone, variant), where the variant
 lists the config keys in which the runs differ from what that preset resolves to today (``--set`` overrides, or a
-preset changed since: see :func:`ssl_bench.tables.variant_of`); its runs over seeds are aggregated like a table
+preset changed since: see :func:`.tables.variant_of`); its runs over seeds are aggregated like a table
 cell: per run the foreground mean over test cases of the metric (from ``per_case.csv``), then mean ± sample std over
 runs. Settings are ranked within (dataset, labelled budget, preset).
 """
@@ -16,8 +16,8 @@ from typing import Any
 
 import pandas as pd
 
-from ssl_bench.results import find_runs, values_equal
-from ssl_bench.tables import OVERLAP, run_value, variant_of
+from ssl_bench.reporting.results import find_runs, values_equal
+from ssl_bench.reporting.tables import OVERLAP, run_value, variant_of
 
 GROUP_KEYS = ("dataset", "labeled", "preset", "method", "estimator", "alpha", "backbone", "variant")
 
@@ -183,7 +183,7 @@ def render_leaderboard(frame: pd.DataFrame, fmt: str = "md", *, metric: str = "d
         )
         return "\n".join(lines) + "\n" + note
     if fmt == "tex":
-        from ssl_bench.tables import tex_escape
+        from ssl_bench.reporting.tables import tex_escape
 
         lines = [rf"\begin{{tabular}}{{{'l' * len(view.columns)}}}", r"\toprule"]
         lines.append(" & ".join(tex_escape(str(c)) for c in view.columns) + r" \\")

@@ -99,7 +99,7 @@ def cmd_data(args: argparse.Namespace) -> int:
     if action is None:
         args._data_parser.print_help()
         return 2
-    from ssl_bench.registry import DATASETS, normalize_name
+    from ssl_bench.core.registry import DATASETS, normalize_name
 
     name = normalize_name(args.name)
     cls = DATASETS.get(name)
@@ -112,7 +112,7 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def _instantiate(cls: type, name: str, root: Path | None) -> Any:
-    from ssl_bench.errors import DataError
+    from ssl_bench.core.errors import DataError
 
     if root is None and getattr(cls, "needs_root", True):
         missing = getattr(cls, "missing", None)
@@ -147,8 +147,8 @@ def _check(cls: type, name: str, data_root: str | None) -> int:
 
 
 def _prepare(cls: type, name: str, source: Path, data_root: str | None, force: bool) -> int:
+    from ssl_bench.core.errors import DataError
     from ssl_bench.datasets.common import RealDataset, prepare_dataset
-    from ssl_bench.errors import DataError
 
     if not (isinstance(cls, type) and issubclass(cls, RealDataset)):
         raise DataError(f"dataset {name!r} has no prepare step (built-in or plugin data are read as they are)")

@@ -2,7 +2,7 @@
 
 A plugin registers itself with a decorator::
 
-    from ssl_bench.registry import METHODS
+    from ssl_bench.core.registry import METHODS
 
     @METHODS.register("my-method")
     class MyMethod(Method): ...
@@ -36,7 +36,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from ssl_bench.errors import PluginError, RegistryError
+from ssl_bench.core.errors import PluginError, RegistryError
 
 T = TypeVar("T")
 
@@ -58,7 +58,7 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "ssl_bench.datasets.phantom",
     "ssl_bench.datasets.phantom3d",
     "ssl_bench.datasets.acdc",
-    "ssl_bench.tables",
+    "ssl_bench.reporting.tables",
     "ssl_bench.datasets.common",
     "ssl_bench.datasets.pancreas",
     "ssl_bench.datasets.york",

@@ -1,0 +1,1 @@
+"""Reporting layer: run records, tables, leaderboard and figures."""

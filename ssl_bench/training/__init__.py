@@ -1,0 +1,1 @@
+"""Training layer: losses, ramps, EMA, augmentation, trainer, run folders and contract checks."""
