@@ -91,6 +91,13 @@ def test_the_check_sees_an_upward_import(tmp_path, monkeypatch):
     assert len(problems) == 1 and "imports ssl_bench.training" in problems[0]
 
 
+@pytest.mark.parametrize("limit", [650])
+def test_modules_stay_small(limit):
+    """No module of ``ssl_bench/`` grows past ~600 lines (split it along its seams instead)."""
+    sizes = {str(p.relative_to(ROOT)): len(p.read_text().splitlines()) for p in (ROOT / "ssl_bench").rglob("*.py")}
+    assert {k: v for k, v in sizes.items() if v > limit} == {}
+
+
 def test_public_plugin_api_resolves():
     """``from ssl_bench import ...`` gives the plugin interfaces, lazily (``import ssl_bench`` alone loads no torch)."""
     import subprocess

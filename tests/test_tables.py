@@ -501,7 +501,7 @@ def test_run_missing_runs_and_resumes(tmp_path, monkeypatch):
         calls.append((cmd, env["OMP_NUM_THREADS"]))
         return subprocess.CompletedProcess(cmd, 0)
 
-    monkeypatch.setattr(tables.subprocess, "run", fake_run_proc)
+    monkeypatch.setattr(tables.missing.subprocess, "run", fake_run_proc)
     ended = []
     done = tables.run_missing(
         plan, root, jobs=2, threads=3, echo=lambda s: None, on_finish=lambda e, c: ended.append(c)

@@ -1,0 +1,113 @@
+"""The paper's tables as data: specs, aggregation of finished runs, rendering, provenance, missing runs.
+
+Modules (everything public is re-exported here, as ``ssl_bench.reporting.tables.X``):
+
+- :mod:`.spec`: the table YAML specs (their format), loading and validation, registration in ``TABLES``;
+- :mod:`.cells`: which finished runs fill a cell (:class:`Selector`, :func:`matches`, :func:`variant_of`,
+  :func:`finished_runs_like`) and the cell's aggregate over seeds (:class:`Cell`, :class:`TableResult`);
+- :mod:`.stats`: mean ± sample std over seeds, the paired Wilcoxon test against the baseline row;
+- :mod:`.build`: :func:`build_table`, a table filled from the finished runs;
+- :mod:`.renderers`: Markdown, LaTeX, CSV, HTML, provenance JSON, :func:`write_table`;
+- :mod:`.missing`: the runs a table still needs (``--missing``) and running them (``--run-missing``).
+
+Importing the package registers the paper's tables (:func:`register_tables`).
+"""
+
+from __future__ import annotations
+
+from ssl_bench.reporting.tables.build import build_table
+from ssl_bench.reporting.tables.cells import (
+    MATCH_KEYS,
+    UNMATCHED_KEYS,
+    Cell,
+    Selector,
+    TableResult,
+    case_values,
+    cell_selector,
+    compare_config,
+    expected_config,
+    finished_runs_like,
+    literal_expected,
+    map_dataset,
+    matches,
+    parse_dataset_map,
+    resolve_selector,
+    run_value,
+    variant_items,
+    variant_of,
+)
+from ssl_bench.reporting.tables.missing import (
+    MissingRun,
+    finished_runs_of,
+    plan_missing,
+    render_missing,
+    run_missing,
+)
+from ssl_bench.reporting.tables.renderers import (
+    FORMATS,
+    footnotes,
+    provenance,
+    render,
+    tex_escape,
+    to_frame,
+    write_table,
+)
+from ssl_bench.reporting.tables.spec import (
+    OVERLAP,
+    SPEC_ERRORS,
+    ColumnSpec,
+    RowSpec,
+    TableSpec,
+    get_spec,
+    load_spec,
+    register_tables,
+    specs_dir,
+)
+from ssl_bench.reporting.tables.stats import wilcoxon_p
+
+__all__ = [
+    "Cell",
+    "ColumnSpec",
+    "MissingRun",
+    "RowSpec",
+    "TableResult",
+    "TableSpec",
+    "build_table",
+    "finished_runs_like",
+    "get_spec",
+    "load_spec",
+    "plan_missing",
+    "render",
+    "render_missing",
+    "run_missing",
+    "specs_dir",
+    "variant_items",
+    "variant_of",
+    "write_table",
+    # also used as ``tables.X`` by the CLI, leaderboard, figures and tests
+    "FORMATS",
+    "MATCH_KEYS",
+    "OVERLAP",
+    "SPEC_ERRORS",
+    "UNMATCHED_KEYS",
+    "Selector",
+    "case_values",
+    "cell_selector",
+    "compare_config",
+    "expected_config",
+    "finished_runs_of",
+    "footnotes",
+    "literal_expected",
+    "map_dataset",
+    "matches",
+    "parse_dataset_map",
+    "provenance",
+    "register_tables",
+    "resolve_selector",
+    "run_value",
+    "tex_escape",
+    "to_frame",
+    "wilcoxon_p",
+]
+
+register_tables()

@@ -1,0 +1,198 @@
+"""Missing runs: the (setting, seed) pairs a table still needs (``ssl-bench table --missing``), and running or
+resuming them (``--run-missing``)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ssl_bench.reporting.tables.cells import Selector, TableResult, literal_expected, matches, resolve_selector
+
+
+@dataclass
+class MissingRun:
+    """A (setting, seed) that some cell needs and no finished run provides."""
+
+    selector: Selector
+    seed: int
+    rows: list[str]
+    action: str  # "run", "resume", "active" (a run still writing), "blocked" (not runnable)
+    reason: str = ""
+    run_dir: Path | None = None
+
+    def command(self, out: str | Path | None, plugins: Sequence[str] = ()) -> list[str]:
+        if self.action == "resume" and self.run_dir is not None:
+            return ["ssl-bench", "resume", str(self.run_dir), *[a for p in plugins for a in ("--plugin", str(p))]]
+        return self.selector.command(self.seed, out, plugins)
+
+
+def plan_missing(
+    result: TableResult,
+    runs: list[Any] | None = None,
+    *,
+    stale_s: float = 600.0,
+) -> list[MissingRun]:
+    """The runs that would fill the table's empty (seed-incomplete) cells, one per (setting, seed).
+
+    A killed run of the same setting (manifest status running/interrupted/failed) in a results folder is resumed
+    instead of started again, unless its status is ``running`` and its files changed within ``stale_s`` seconds
+    (then it is probably still running: action ``active``, skipped).
+    """
+    from ssl_bench.reporting.results import find_runs
+
+    all_runs = runs if runs is not None else find_runs(result.results_dirs)
+    unfinished = [r for r in all_runs if not r.finished]
+    plan: dict[tuple[Selector, int], MissingRun] = {}
+    row_index = {r.id: i for i, r in enumerate(result.spec.rows)}
+    first_row: dict[Selector, int] = {}
+    for cell in result.cells.values():
+        if cell.selector is None:
+            continue
+        have = {r.get("seed") for r in cell.runs}
+        for seed in result.seeds:
+            if seed in have:
+                continue
+            key = (cell.selector, seed)
+            first_row.setdefault(cell.selector, row_index[cell.row.id])
+            if key in plan:
+                if cell.row.label not in plan[key].rows:
+                    plan[key].rows.append(cell.row.label)
+                continue
+            entry = MissingRun(cell.selector, seed, [cell.row.label], "run")
+            if not cell.runnable:
+                entry.action, entry.reason = "blocked", cell.reason
+            else:
+                expected, _ = resolve_selector(cell.selector)
+                killed = sorted(
+                    (r for r in unfinished if r.get("seed") == seed and matches(r, expected or {})),
+                    key=lambda r: r.run_id,
+                )
+                if killed:
+                    entry.run_dir = killed[-1].path
+                    age = time.time() - _last_write(killed[-1].path)
+                    if killed[-1].status == "running" and age < stale_s:
+                        entry.action = "active"
+                        entry.reason = f"status running, files written {age:.0f} s ago (probably still running)"
+                    else:
+                        entry.action = "resume"
+                        entry.reason = f"{killed[-1].status} run"
+            plan[key] = entry
+    order = {"resume": 0, "run": 1, "active": 2, "blocked": 3}
+    return sorted(plan.values(), key=lambda m: (order[m.action], first_row[m.selector], m.selector.describe(), m.seed))
+
+
+def finished_runs_of(entry: MissingRun, results_dir: str | Path | Iterable[str | Path]) -> list[Any]:
+    """The finished runs under ``results_dir`` that fill ``entry`` (its setting and seed)."""
+    from ssl_bench.reporting.results import find_runs
+
+    expected = resolve_selector(entry.selector)[0] or literal_expected(entry.selector)
+    return [
+        r for r in find_runs(results_dir, status="finished") if r.get("seed") == entry.seed and matches(r, expected)
+    ]
+
+
+def _last_write(run_dir: Path) -> float:
+    paths = [run_dir / "manifest.json", run_dir / "metrics.jsonl", run_dir / "checkpoints" / "last.pt"]
+    return max((p.stat().st_mtime for p in paths if p.exists()), default=0.0)
+
+
+def render_missing(result: TableResult, plan: list[MissingRun], out: str | Path, plugins: Sequence[str] = ()) -> str:
+    """The ``--missing`` listing: the exact commands, then what cannot run yet and why."""
+    import shlex
+
+    from ssl_bench.core.registry import DATASETS
+
+    todo = [m for m in plan if m.action in ("run", "resume")]
+    lines = [
+        f"# Table {result.spec.id} (preset {result.preset}, seeds {' '.join(map(str, result.seeds))}): "
+        f"{len(plan)} run(s) missing, {len(todo)} can be started now"
+    ]
+    for action, title in (("resume", "killed runs, resumed"), ("run", "new runs")):
+        items = [m for m in plan if m.action == action]
+        if items:
+            lines.append(f"# {title}:")
+            lines += [shlex.join(m.command(out, plugins)) for m in items]
+    active = [m for m in plan if m.action == "active"]
+    if active:
+        lines.append("# probably still running (not started again):")
+        lines += [f"#   {m.run_dir}: {m.reason}" for m in active]
+    blocked: dict[str, list[MissingRun]] = {}
+    for m in plan:
+        if m.action == "blocked":
+            blocked.setdefault(m.reason, []).append(m)
+    if blocked:
+        lines.append("# not runnable yet:")
+        for reason, items in blocked.items():
+            rows = sorted({r for m in items for r in m.rows})
+            lines.append(f"#   {', '.join(rows)} ({len(items)} run(s)): {reason}")
+    paper_only = [r.label for r in result.spec.rows if r.paper_only]
+    if paper_only:
+        lines.append(f"# paper-only rows (results cited by the paper, nothing to run): {', '.join(paper_only)}")
+    for name in sorted({m.selector.dataset for m in todo}):
+        if name in DATASETS:
+            cls = DATASETS.get(name)
+            env = getattr(cls, "root_env", None)
+            if getattr(cls, "needs_root", False) and env and not os.environ.get(env):
+                lines.append(f"# dataset {name} needs its data: export {env}=/path/to/data (or add --data-root DIR)")
+    return "\n".join(lines) + "\n"
+
+
+def run_missing(
+    plan: list[MissingRun],
+    out: str | Path,
+    *,
+    jobs: int = 1,
+    threads: int | None = None,
+    plugins: Sequence[str] = (),
+    device: str | None = None,
+    log_dir: str | Path | None = None,
+    echo: Callable[[str], None] = print,
+    on_finish: Callable[[MissingRun, int], None] | None = None,
+) -> list[tuple[MissingRun, int]]:
+    """Run (or resume) the plan's runnable entries as ``ssl-bench`` subprocesses, ``jobs`` at a time.
+
+    Each process gets ``threads`` torch threads (default: the CPU count split between the jobs). With more than one
+    job, each process writes to ``<log_dir>/<method>-<dataset>-seed<k>-<n>.log`` (default ``<out>/_logs``).
+    ``on_finish(entry, exit code)`` is called as each process ends (e.g. to export the run's record at once).
+    Returns (entry, exit code) per entry; a failed run does not stop the others.
+    """
+    todo = [m for m in plan if m.action in ("run", "resume")]
+    if not todo:
+        return []
+    jobs = max(1, int(jobs))
+    threads = threads or max(1, (os.cpu_count() or 1) // jobs)
+    logs = Path(log_dir) if log_dir else Path(out) / "_logs"
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+
+    def launch(index: int, entry: MissingRun) -> tuple[MissingRun, int]:
+        args = entry.command(out, plugins)[1:]
+        args += ["--threads", str(threads)]
+        if device:
+            args += ["--device", device]
+        if jobs > 1:
+            args.append("--no-progress")
+        cmd = [sys.executable, "-m", "ssl_bench", *args]
+        echo(f"[{index + 1}/{len(todo)}] {' '.join(['ssl-bench', *args])}")
+        if jobs == 1:
+            code = subprocess.run(cmd, env=env).returncode
+        else:
+            logs.mkdir(parents=True, exist_ok=True)
+            sel = entry.selector
+            log = logs / f"{sel.method}-{sel.dataset}-seed{entry.seed}-{index + 1}.log"
+            with log.open("w") as fh:
+                code = subprocess.run(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT).returncode
+        status = "done" if code == 0 else f"FAILED (exit {code})"
+        echo(f"[{index + 1}/{len(todo)}] {status}: {entry.selector.describe()}, seed {entry.seed}")
+        if on_finish is not None:
+            on_finish(entry, code)
+        return entry, code
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        return list(pool.map(lambda item: launch(*item), enumerate(todo)))
