@@ -113,6 +113,9 @@ class ACDC(RealDataset):
             "trainer.val_every": 5,
         },
         "paper": {"dataset.image_size": (256, 256)},
+        # SSL4MIS's ACDC runs: 7 labelled patients (the first 136 slices of train_slices.list)
+        "ssl4mis": {"dataset.labeled": 7},
+        "cpu-bench": {"dataset.labeled": 7},
     }
     info = DatasetInfo(
         title="ACDC (Automated Cardiac Diagnosis Challenge, MICCAI 2017), cine-MR short axis",

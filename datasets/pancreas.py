@@ -380,6 +380,13 @@ class PancreasCT3D(_PancreasBase):
     #: §IV-D / released code: V-Net, 96^3 crops, sliding window stride 16 x 16 x 4, 12 labelled volumes;
     #: unlabelled volumes as one centre crop each (released code), so CoraNet's offline pseudo-labels apply
     presets = {
+        # koncle/CoraNet as released: its V-Net with InstanceNorm on 96^3 crops, one centre crop per unlabelled volume
+        "released": {
+            "model.backbone": "vnet",
+            "model.norm": "instance",
+            "dataset.labeled": 12,
+            "dataset.unlabeled_views": "center",
+        },
         "smoke": {
             "model.backbone": "vnet",
             "dataset.labeled": 12,

@@ -28,6 +28,12 @@ class PancreasPhantom3D(PancreasPhantom):
     spec = TaskSpec(dims=3, num_classes=2, label_names=("background", "pancreas"), modality="CT")
     seed_tag = 3
     presets: ClassVar[dict[str, dict[str, Any]]] = {
+        # koncle/CoraNet as released: its V-Net with InstanceNorm on 96^3 crops, one centre crop per unlabelled volume
+        "released": {
+            "model.backbone": "vnet",
+            "model.norm": "instance",
+            "dataset.unlabeled_views": "center",
+        },
         "smoke": {
             "model.backbone": "vnet",
             "dataset.patch_size": _PATCH_SMOKE,

@@ -19,6 +19,10 @@ The method, side by side with the paper (``protocol="paper"``, the default):
 * C-SN (Eq. 7): CE of the main head against Y_u on the certain pixels.
 * UC-SN (Eq. 8-9): squared difference between the student's and the EMA teacher's (beta = 0.99) softmax on the
   uncertain pixels. L = L_crm + L_c-sn + L_cnt, weights 1:1 (§III-D3).
+* Teacher (Algorithm 1, line 3; Eq. 9): E', D' start self-training as a copy of the pre-trained E, D (the teacher is
+  handed the student at the first self-training step, and is not updated during pre-training), then follow Eq. 9
+  with a constant beta (no warm-up), in both protocols (the released code loads both networks from the
+  pre-training checkpoint and uses a constant 0.99).
 * Schedule (Algorithm 1, §IV-A): pre-train on labelled data (30 epochs), then self-train with labelled and
   unlabelled data (100 epochs; ``trainer.epochs`` = 130 counts both, so baselines get the same budget);
   pseudo-labels and masks are recomputed over the whole unlabelled set every 5 epochs (at the end of
@@ -43,7 +47,14 @@ from the sizes of the regions, so region-normalised means would change the metho
 3. L_unc = mean over the three heads of the channel-summed squared softmax difference on uncertain voxels,
    divided by their count, weighted by 0.1 * sigmoid_rampup(self-training epoch, 40);
 4. L = L_sup + 0.5 * (L_cert + L_unc); EMA teacher without warm-up; pseudo-labels from the student.
-   The released schedule (pre-train 60, self-train 200 epochs, batch 8, no augmentation) is set by presets.
+5. Dice (labelled and masked) is computed per sample and class, then averaged (``utils1/loss.py``), unlike the
+   batch-pooled Dice of SSL4MIS/UA-MT.
+6. The released schedule is the ``released`` preset (``--preset released``): pre-train 60 epochs of 8 steps,
+   self-train epochs 0..200 of 6 steps, refresh every 5, batch 8 + 8, Adam 1e-3 (0.5, 0.999), no augmentation,
+   one centre crop per unlabelled volume, the last model tested.
+7. Multi-class (ours; the code is binary): a con/rad head's consistency sums the 2 (K - 1) channels of its K - 1
+   sub-tasks; it is divided by K - 1, so each sub-task weighs as the released binary head does, and as in the CE
+   terms, which average over sub-tasks (without it the con/rad consistency of 4-class ACDC would weigh 3x).
 
 Presets: ``paper`` is §IV-A (30 + 100 epochs, refresh every 5; 30 + 200 in 3D). The reduced ``cpu`` preset
 pre-trains for 40 % of its budget (10 of ACDC's 25 epochs) instead of the paper's 23 %, refreshing every 2 epochs:
@@ -53,6 +64,16 @@ paper's pre-training, 30 epochs at full size, ends with a working segmenter.
 
 Ablations (Table IV) are configurations of this class: ``st_region`` (C-SN on "certain", "all" or "none"
 pixels) and ``mt_region`` (UC-SN on "uncertain", "certain", "all" or "none").
+
+Deviations from the paper's protocol (stated, not reproduced):
+
+* one optimiser step on the summed loss L_crm + L_c-sn + L_cnt per iteration; Algorithm 1 (lines 7, 9, 11) updates
+  E, D with Eq. 7, then with Eq. 8, then E, D, D_con, D_rad with Eq. 1 — three successive updates (the released
+  code also sums the terms into one step);
+* normalisation of L_crm: Eq. 1 sums its per-image losses over the labelled images (no 1/m), while Eq. 7 and 8
+  average over the unlabelled ones (1/n); here every term is a mean over its batch (the sum over pixels divided by
+  the batch's pixel count), so L_crm weighs 1/B_l of a literal reading of Eq. 1 for B_l labelled images per step
+  (the reference code also averages; the 1:1 balance of L_c-sn and L_cnt of §III-D3 is kept exactly).
 
 Other deviations: masks are computed with the student in eval mode (BatchNorm running statistics; the released
 code, using InstanceNorm, does not need this); ``--estimator`` replaces the CRM by another estimator (Table VI),
@@ -152,6 +173,10 @@ class CoraNetConfig:
     pretrain_fraction: float | None = None
     #: epochs between refreshes of the stored pseudo-labels and masks (§IV-A: 5)
     refresh_every: int = 5
+    #: steps per pre-training / self-training epoch (None: trainer.iters_per_epoch); the released code's epochs are
+    #: 8 and 6 steps (60 labelled crops and 50 unlabelled volumes in batches of 8, REFERENCE §1.5)
+    pretrain_iters: int | None = None
+    self_train_iters: int | None = None
     #: "offline": stored for the whole unlabelled set, refreshed every `refresh_every` epochs (paper, code);
     #: "online": recomputed for every batch from the current student
     pseudo_labels: str = "offline"
@@ -188,6 +213,22 @@ class CoraNet(Method):
         "paper": {"params.pretrain_epochs": 30, "trainer.epochs": 130, "params.refresh_every": 5},
         # §IV-D: 3D CoraNet pre-trains 30 epochs and self-trains 200
         "paper:3d": {"params.pretrain_epochs": 30, "trainer.epochs": 230, "params.refresh_every": 5},
+        # koncle/CoraNet train_ST_3D_VNet.py (REFERENCE §1.4-1.5): pre-train 60 epochs of 8 steps, self-train 201
+        # epochs (0..200) of 6 steps, refresh every 5, one fixed centre crop per unlabelled volume
+        "released": {
+            "params.protocol": "released-code",
+            "params.pretrain_epochs": 60,
+            "params.pretrain_fraction": None,
+            "trainer.epochs": 261,
+            "params.pretrain_iters": 8,
+            "params.self_train_iters": 6,
+            "params.refresh_every": 5,
+        },
+        "released:3d": {"dataset.unlabeled_views": "center"},
+        # the SSL4MIS recipe around CoraNet's own losses: the paper's 30 : 100 split of pre- and self-training
+        # (0.23 of the run) and a refresh every 1000 iterations
+        "ssl4mis": {"params.pretrain_fraction": 0.23, "params.refresh_every": 5},
+        "cpu-bench": {"params.pretrain_fraction": 0.25, "params.refresh_every": 1},
     }
 
     def __init__(self, cfg: Any, ctx: MethodContext) -> None:
@@ -204,6 +245,9 @@ class CoraNet(Method):
                 raise ValueError(f"params.{name} must be one of {allowed}, got {value!r}")
         if c.alpha <= 0 or c.refresh_every < 1 or c.pretrain_epochs < 0:
             raise ValueError("need alpha > 0, refresh_every >= 1 and pretrain_epochs >= 0")
+        for name in ("pretrain_iters", "self_train_iters"):
+            if getattr(c, name) is not None and getattr(c, name) < 1:
+                raise ValueError(f"params.{name} must be >= 1 (or null: trainer.iters_per_epoch)")
         if c.pretrain_fraction is not None and not 0 < c.pretrain_fraction < 1:
             raise ValueError(f"params.pretrain_fraction must be in (0, 1), got {c.pretrain_fraction}")
         #: labelled-only pre-training epochs actually used
@@ -232,7 +276,9 @@ class CoraNet(Method):
         self.mt_region = c.mt_region if (self.estimator.marks_uncertain or c.mt_region != "uncertain") else "none"
         self.teacher = None
         if self.mt_region != "none":
-            self.teacher = EMATeacher(self.student, c.ema_decay, warmup=c.protocol == "paper")
+            # Eq. 9 and the released code: a constant beta (no warm-up); the teacher starts self-training as a copy
+            # of the pre-trained student (Algorithm 1, line 3), see training_step
+            self.teacher = EMATeacher(self.student, c.ema_decay, warmup=False)
         # Eq. 1: costs for [background, foreground] of every sub-task
         alpha = self.estimator.alpha if self.crm and self.estimator.alpha is not None else c.alpha
         self.register_buffer("w_con", torch.tensor([alpha, 1.0]), persistent=False)
@@ -253,9 +299,12 @@ class CoraNet(Method):
     # -- schedule -------------------------------------------------------------------------------------------------
 
     def stages(self) -> list[Stage]:
-        pre = self.pretrain_epochs
-        stages = [Stage("pretrain", pre, unlabeled=False)] if pre else []
-        return [*stages, Stage("self-train", self.ctx.epochs - pre, unlabeled=self.uses_unlabeled)]
+        pre, c = self.pretrain_epochs, self.cfg
+        stages = [Stage("pretrain", pre, unlabeled=False, iters_per_epoch=c.pretrain_iters)] if pre else []
+        self_train = Stage(
+            "self-train", self.ctx.epochs - pre, unlabeled=self.uses_unlabeled, iters_per_epoch=c.self_train_iters
+        )
+        return [*stages, self_train]
 
     # -- losses ---------------------------------------------------------------------------------------------------
 
@@ -287,7 +336,7 @@ class CoraNet(Method):
         out = {"sup/ce": ce}
         total = ce
         if released:
-            out["sup/dice"] = soft_dice_loss(heads["main"], y)
+            out["sup/dice"] = soft_dice_loss(heads["main"], y, per_sample=True)  # utils1/loss.py: per sample
             total = total + out["sup/dice"]
         if self.crm:
             cs = self._cost_sensitive(heads, y, self.w_con, self.w_rad, None, norm)
@@ -308,6 +357,8 @@ class CoraNet(Method):
         loss = logs["sup/total"]
         if batch_u is None or step.stage == "pretrain" or not self.uses_unlabeled:
             return {"loss": loss, **logs}
+        if self.teacher is not None and step.stage_step == 0:  # Algorithm 1, line 3: teacher <- pre-trained student
+            self.teacher.reset_to(self.student)
         pseudo, certain = self._pseudo_labels(batch_u, step)
         # the paper trains only the main head on unlabelled data; the released code also the con/rad heads
         released = self.cfg.protocol == "released-code"
@@ -344,7 +395,7 @@ class CoraNet(Method):
         if st_mask is not None:
             terms = [
                 weighted_cross_entropy(heads_u["main"], pseudo, mask=st_mask, normalize="mask"),
-                masked_soft_dice_loss(heads_u["main"], pseudo, st_mask),
+                masked_soft_dice_loss(heads_u["main"], pseudo, st_mask, per_sample=True),
             ]
             if self.crm:  # the released code trains con with w_rad and rad with w_con on unlabelled data
                 cs = self._cost_sensitive(heads_u, pseudo, self.w_rad, self.w_con, st_mask, "mask")
@@ -354,6 +405,9 @@ class CoraNet(Method):
         if mt_mask is not None:
             names = ["main", "con", "rad"] if self.crm else ["main"]
             teacher = self._teacher_probs(batch_u.image, names)
+            # a con/rad head holds K - 1 binary sub-tasks (2 channels each): its channel-summed error is divided by
+            # K - 1, so every sub-task weighs as the released binary head does, and as its CE (a mean over sub-tasks)
+            n_sub = self.spec.num_classes - 1
             logs["unsup/unc"] = torch.stack(
                 [
                     masked_squared_error(
@@ -362,6 +416,7 @@ class CoraNet(Method):
                         mt_mask,
                         normalize="mask",
                     )
+                    / (1 if n == "main" else n_sub)
                     for n in names
                 ]
             ).mean()
@@ -435,8 +490,8 @@ class CoraNet(Method):
         return self.refresh(data)
 
     def after_optimizer_step(self, step: StepInfo) -> None:
-        if self.teacher is not None:  # Eq. 9
-            self.teacher.update(self.student, step.step)
+        if self.teacher is not None and step.stage != "pretrain":  # Eq. 9, during self-training only
+            self.teacher.update(self.student, step.stage_step)
 
     # -- inference and state --------------------------------------------------------------------------------------
 

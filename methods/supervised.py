@@ -6,7 +6,7 @@ Table IX (Shi et al., "Inconsistency-aware Uncertainty Estimation for Semi-super
 Segmentation", IEEE TMI 2021, doi:10.1109/TMI.2021.3124413).
 
 Loss: pixel-wise cross-entropy (the CoraNet paper's L_ce), or 0.5·(CE + Dice) as SSL4MIS trains its baselines
-(``--set params.loss=ce+dice``).
+(``--set params.loss=ce+dice-ssl4mis``, SSL4MIS's squared-denominator Dice; the ``ssl4mis`` preset sets it).
 
 Deviations: none in the maths. The network is the configured backbone (default the paper's ``unet2d``).
 """
@@ -20,14 +20,14 @@ import torch
 
 from ssl_bench.core.method import Batch, Method, MethodContext, StepInfo
 from ssl_bench.core.registry import METHODS
-from ssl_bench.training.losses import supervised_loss
+from ssl_bench.training.losses import check_supervised_loss, supervised_loss
 
 
 @dataclass
 class SupervisedConfig:
     """Options of the supervised baselines."""
 
-    #: "ce" (paper) or "ce+dice" (SSL4MIS)
+    #: training.losses.SUPERVISED_LOSSES: "ce" (paper), "ce+dice-ssl4mis" (SSL4MIS), "ce+dice-uamt", "ce+dice"
     loss: str = "ce"
 
 
@@ -39,8 +39,7 @@ class Supervised(Method):
 
     def __init__(self, cfg: Any, ctx: MethodContext) -> None:
         super().__init__(cfg, ctx)
-        if self.cfg.loss not in ("ce", "ce+dice"):
-            raise ValueError(f"params.loss must be 'ce' or 'ce+dice', got {self.cfg.loss!r}")
+        check_supervised_loss(self.cfg.loss)
         self.student = ctx.build_backbone()
 
     def training_step(self, batch_l: Batch, batch_u: Batch | None, step: StepInfo) -> dict[str, torch.Tensor]:

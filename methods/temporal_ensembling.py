@@ -24,7 +24,9 @@ Deviations (documented choices):
   the unlabelled set per epoch, needs no per-epoch accumulator (half the memory), and updates every image exactly
   once per epoch whatever ``trainer.iters_per_epoch`` is (the paper's epochs visit every image once).
 * targets are kept in the un-augmented frame and brought into each batch's augmented frame with the batch's
-  ``aug`` (:func:`ssl_bench.training.augment.apply_augment`), so the trainer's rot90/flip augmentation stays exact.
+  ``aug`` (:func:`ssl_bench.training.augment.apply_augment`), so the trainer's rot90/flip augmentation stays exact;
+  with ``dataset.augment=ssl4mis`` a rotated view is aligned by a nearest-neighbour rotation (lossy at the corners,
+  whose rotated-out pixels get all-zero targets).
 * in 3D the targets belong to the fixed unlabelled views (``dataset.unlabeled_views=center``, set by the 3D presets);
   random crops are refused with an error, since a target cannot follow a crop it was not computed on.
 * the consistency covers unlabelled images only (the paper also ensembles labelled images; their targets would

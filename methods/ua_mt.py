@@ -27,8 +27,9 @@ Deviations:
   K (``entropy_max="ln-2"``), which on 4-class ACDC puts the threshold at 0.375..0.5 of the maximum.
 * the consistency target is one separate noisy teacher pass (``target="teacher-pass"``, the reference);
   ``target="estimate"`` uses the estimator's mean probabilities instead (saves a pass).
-* consistency normalised by the mask's pixel count, averaged over classes; SSL4MIS's 4-class version divides its
-  channel *sum* by 2 |mask| (twice our value for K = 4; equal for K = 2).
+* consistency normalised by the mask's pixel count, averaged over classes (``consistency_norm="mean"``); SSL4MIS's
+  4-class version divides its channel *sum* by 2 |mask| (twice our value for K = 4; equal for K = 2):
+  ``consistency_norm="ssl4mis"``, which the ``ssl4mis`` and ``cpu-bench`` presets set.
 * ramp lengths are fractions of the stage (``rampup``; the ``paper`` preset ramps over the whole run as the
   reference, whose entropy threshold also ramps over all iterations: the estimator's ``rampup=1.0``).
 * separate student forwards for labelled and unlabelled images (the reference concatenates them: ``joint_bn=true``;
@@ -51,6 +52,7 @@ from ssl_bench.methods.mean_teacher import MeanTeacher, MeanTeacherConfig
 from ssl_bench.training.consistency import softmax_mse
 
 TARGETS = ("teacher-pass", "estimate")
+CONSISTENCY_NORMS = ("mean", "ssl4mis")
 
 
 @dataclass
@@ -64,6 +66,9 @@ class UAMTConfig(MeanTeacherConfig):
     #: consistency target: "teacher-pass" (one noisy teacher pass, the reference) or "estimate" (the estimator's
     #: mean probabilities)
     target: str = "teacher-pass"
+    #: normalisation of the masked consistency: "mean" (mean over classes and certain pixels, ours) or "ssl4mis"
+    #: (the class-channel sum divided by 2 |mask|, SSL4MIS's 2D script and the binary UA-MT; = "mean" x K / 2)
+    consistency_norm: str = "mean"
 
 
 @METHODS.register("ua-mt")
@@ -76,12 +81,27 @@ class UAMT(MeanTeacher):
         "cpu": {},
         # the reference ramps the consistency weight (and the entropy threshold) over the whole run; V-Net dropout
         "paper": {"params.rampup": 1.0, "params.dropout": 0.5},
+        # SSL4MIS train_uncertainty_aware_mean_teacher_2D.py: threshold (0.75 -> 1) x ln 2 ramped over the whole run,
+        # T = 8 passes with the U-Net's encoder dropout and noise; no 1000-iteration mute (Mean Teacher's script only)
+        # T = 8 as 4 forwards of 2 B images (per_forward 2), the 4-class consistency normalised as its script does
+        "ssl4mis": {
+            "params.estimator_options": {"entropy_max": "ln-2", "rampup": 1.0, "T": 8, "per_forward": 2},
+            "params.consistency_norm": "ssl4mis",
+        },
+        "cpu-bench": {
+            "params.estimator_options": {"entropy_max": "ln-2", "rampup": 1.0, "T": 8, "per_forward": 2},
+            "params.consistency_norm": "ssl4mis",
+        },
     }
 
     def __init__(self, cfg: Any, ctx: MethodContext) -> None:
         cfg = cfg if cfg is not None else self.Config()
         if cfg.target not in TARGETS:
             raise ValueError(f"params.target must be one of {TARGETS}, got {cfg.target!r}")
+        if cfg.consistency_norm not in CONSISTENCY_NORMS:
+            raise ValueError(
+                f"params.consistency_norm must be one of {CONSISTENCY_NORMS}, got {cfg.consistency_norm!r}"
+            )
         estimator = build_estimator(cfg.estimator, cfg.estimator_options, ctx.spec.num_classes)
         required = float(estimator.required_dropout())
         super().__init__(cfg, ctx, extra_heads=estimator.required_heads(), min_dropout=required)
@@ -109,7 +129,10 @@ class UAMT(MeanTeacher):
         student, x_t = self.consistency_inputs(batch_l, batch_u, logits_l, logits_u)
         umap = self.estimator.estimate(self.teacher.module, x_t, step)
         target = umap.prob if self.cfg.target == "estimate" else self.teacher_probs(x_t)
-        unsup = {"unsup/consistency": softmax_mse(student, target.detach(), umap.certain)}
+        consistency = softmax_mse(student, target.detach(), umap.certain)
+        if self.cfg.consistency_norm == "ssl4mis":  # sum over K channels / (2 |mask|) = mean over K x K / 2
+            consistency = consistency * (student.shape[1] / 2)
+        unsup = {"unsup/consistency": consistency}
         logs: dict[str, Any] = {"mask/certain_frac": umap.certain.float().mean()}
         if umap.score is not None:
             logs["uncertainty/mean"] = umap.score.float().mean()

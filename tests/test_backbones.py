@@ -78,3 +78,24 @@ def test_branch_heads_fall_back_to_conv_heads_and_block_heads_need_a_block():
     assert not net.block_heads and isinstance(net.head, torch.nn.Sequential)  # two-conv main branch
     with pytest.raises(ValueError, match="no duplicable last block"):
         BACKBONES.get("vnet")(1, 2, width=4, extra_heads=[HeadSpec("con", 2, "block")])
+
+
+def test_ssl4mis_unet_matches_the_reference_layout():
+    """HiLab-git/SSL4MIS code/networks/unet.py UNet(in_chns=1, class_num=4): 1,813,764 parameters; encoder dropout
+    0.05-0.5 (element-wise), none in the decoder; 1x1 conv + bilinear x2 up-sampling; a 3x3 output conv."""
+    import torch
+    from torch import nn
+
+    from ssl_bench.core.registry import BACKBONES
+
+    net = BACKBONES.get("ssl4mis-unet")(1, 4)
+    assert sum(p.numel() for p in net.parameters()) == 1_813_764
+    drops = [m.p for m in net.encoder.modules() if isinstance(m, nn.Dropout)]
+    assert drops == [0.05, 0.1, 0.2, 0.3, 0.5]
+    assert not any(isinstance(m, nn.Dropout) for m in net.decoder.modules())
+    assert not any(isinstance(m, nn.ConvTranspose2d) for m in net.modules())
+    assert isinstance(net.head, nn.Conv2d) and net.head.kernel_size == (3, 3)
+    net.eval()
+    assert net(torch.zeros(2, 1, 48, 32)).shape == (2, 4, 48, 32)
+    with pytest.raises(ValueError, match="divisible by 16"):
+        net(torch.zeros(1, 1, 40, 40))

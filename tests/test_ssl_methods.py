@@ -152,14 +152,14 @@ def test_forward_split_separate_or_joint(joint):
 def test_ema_update_formula_with_warmup():
     student = nn.Linear(3, 2)
     teacher = EMATeacher(student, decay=0.99, warmup=True)
-    assert [teacher.decay_at(s) for s in (0, 1, 2)] == pytest.approx([0.5, 2 / 3, 0.75])
+    assert [teacher.decay_at(s) for s in (0, 1, 2)] == pytest.approx([0.0, 0.5, 2 / 3])
     assert teacher.decay_at(10_000) == 0.99
     assert EMATeacher(student, 0.99, warmup=False).decay_at(0) == 0.99
     old = [p.detach().clone() for p in teacher.module.parameters()]
     with torch.no_grad():
         for p in student.parameters():
             p.add_(1.0)
-    teacher.update(student, step=3)  # beta = min(1 - 1/5, 0.99) = 0.8
+    teacher.update(student, step=4)  # beta = min(1 - 1/(4 + 1), 0.99) = 0.8
     for t, o, s in zip(teacher.module.parameters(), old, student.parameters()):
         assert torch.allclose(t, 0.8 * o + 0.2 * s)
         assert not t.requires_grad
@@ -171,7 +171,7 @@ def test_mean_teacher_updates_teacher_after_step_and_predicts_with_chosen_model(
         for p in method.student.parameters():
             p.add_(0.5)
     old = [p.clone() for p in method.teacher.module.parameters()]
-    method.after_optimizer_step(step_at(0))  # beta = 0.5: the mean of teacher and student
+    method.after_optimizer_step(step_at(1))  # beta = min(1 - 1/2, 0.99) = 0.5: the mean of teacher and student
     for t, o, s in zip(method.teacher.module.parameters(), old, method.student.parameters()):
         assert torch.allclose(t, 0.5 * o + 0.5 * s)
     assert method.inference_module() is method.teacher.module

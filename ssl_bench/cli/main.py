@@ -39,6 +39,13 @@ presets (--dry-run prints every value a run will use):
             {cpu}
   paper   the paper's protocol (§IV-A), GPU-sized:
             {paper}
+  ssl4mis the field's ACDC recipe, HiLab-git/SSL4MIS train_*_2D.py (GPU-sized; acdc: 7 labelled patients;
+          ramps are fractions of the run; methods add their reference hyper-parameters):
+            {ssl4mis}
+  cpu-bench  the ssl4mis recipe shrunk to 2 CPU cores (the CPU benchmark, benchmarks/acdc_cpu.yaml):
+            {cpu_bench}
+  released   koncle/CoraNet's released 3D code (CoraNet: 60 + 200 epochs of 8 and 6 steps, refresh every 5):
+            {released}
 A dataset's own preset values win over these: acdc cpu = {acdc_cpu};
 3D datasets set patch sizes and a V-Net.
 
@@ -83,7 +90,7 @@ ACDC_CPU = "128x128, 25 epochs x 40 steps, batch 4+4, trainer.val_every=5"
 def run_epilog() -> str:
     from ssl_bench.core.config import PRESETS, describe_preset
 
-    described = {name: describe_preset(values) for name, values in PRESETS.items()}
+    described = {name.replace("-", "_"): describe_preset(values) for name, values in PRESETS.items()}
     return RUN_EPILOG.format(acdc_cpu=ACDC_CPU, **described)
 
 
@@ -124,7 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="labelled budget: fraction (<= 1) or number of patients (> 1)",
     )
     p.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
-    p.add_argument("--preset", default="cpu", help="smoke | cpu | paper (default cpu; see below)")
+    p.add_argument(
+        "--preset", default="cpu", help="smoke | cpu | paper | ssl4mis | cpu-bench | released (default cpu; see below)"
+    )
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", help="config override")
     p.add_argument("--config", default=None, metavar="FILE.yaml", help="YAML file of config overrides")
     p.add_argument("--data-root", default=None, help="dataset folder (else the dataset's environment variable)")

@@ -95,6 +95,30 @@ def make_head(
     raise ValueError(f"unknown head kind {spec.kind!r}: use one of {HEAD_KINDS}")
 
 
+#: Decoder up-sampling modes (``upsampling=`` of the U-Nets): a 2x2 transposed convolution with stride 2, or a
+#: 1x1 convolution followed by x2 interpolation (bilinear/trilinear with align_corners=True, or nearest), the
+#: modes of MC-Net's decoders (ycwu1997/MC-Net ``code/networks/unet.py`` ``UpBlock`` modes 0, 1, 2).
+UPSAMPLING = ("transposed", "bilinear", "nearest")
+
+
+def upsampling_layers(dims: int, cin: int, cout: int, mode: str) -> tuple[nn.Module, nn.Module]:
+    """(channel reduction, x2 up-sampling) of one decoder level, ``[B, cin, *S] -> [B, cout, *2S]``.
+
+    ``"transposed"``: (identity, 2x2 transposed conv); ``"bilinear"``/``"nearest"``: (1x1 conv, interpolation;
+    bilinear is trilinear in 3D).
+    """
+    if mode == "transposed":
+        upconv = nn.ConvTranspose2d if dims == 2 else nn.ConvTranspose3d
+        return nn.Identity(), upconv(cin, cout, 2, stride=2)
+    if mode == "bilinear":
+        interp = nn.Upsample(scale_factor=2, mode="bilinear" if dims == 2 else "trilinear", align_corners=True)
+    elif mode == "nearest":
+        interp = nn.Upsample(scale_factor=2, mode="nearest")
+    else:
+        raise ValueError(f"unknown upsampling {mode!r}: use one of {UPSAMPLING}")
+    return conv_nd(dims)(cin, cout, 1), interp
+
+
 class SegNet(nn.Module):
     """Base class: subclasses implement :meth:`features`.
 
@@ -104,12 +128,23 @@ class SegNet(nn.Module):
 
     A backbone with a duplicable last decoder block passes ``block_in_channels`` (that block's input channels) and
     implements :meth:`trunk` (the block's input) and :attr:`last_block`.
+
+    Multi-scale interface (URPC's pyramid, MC-Net's shared encoder, UniMatch's feature perturbation): an
+    encoder-decoder backbone sets :attr:`decoder_channels` and :attr:`encoder_modules` and implements
+    :meth:`encode` and :meth:`decoder_levels`; :meth:`decoder_features`, :meth:`decode` and :meth:`share_encoder`
+    follow. Backbones without it raise ``NotImplementedError`` naming the backbone.
     """
 
     dims: int
     feature_channels: int
     #: every spatial input size must be a multiple of this (the product of the encoder's strides)
     input_multiple: int = 32
+    #: output channels of each decoder level, deepest first (the last is ``feature_channels``); () = not exposed
+    decoder_channels: tuple[int, ...] = ()
+    #: attribute names of the encoder's modules (what :meth:`share_encoder` ties); () = not exposed
+    encoder_modules: tuple[str, ...] = ()
+    #: the decoder's up-sampling mode (one of :data:`UPSAMPLING`); None = fixed by the backbone, not an option
+    upsampling: str | None = None
 
     def __init__(
         self,
@@ -161,7 +196,44 @@ class SegNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Main-head logits ``[B, num_classes, *spatial]`` for input ``[B, C, *spatial]``."""
-        return self.head(self.final_dropout(self.features(x)))
+        return self.head_logits(self.features(x))
+
+    def head_logits(self, feat: torch.Tensor) -> torch.Tensor:
+        """Main-head logits ``[B, num_classes, *S]`` of a last decoder feature ``[B, feature_channels, *S]``."""
+        return self.head(self.final_dropout(feat))
+
+    # -- multi-scale interface ------------------------------------------------------------------------------------
+
+    def _no_levels(self, what: str) -> NotImplementedError:
+        return NotImplementedError(
+            f"backbone {type(self).__name__} does not expose its {what}; use a U-Net (unet2d, unet3d, ssl4mis-unet)"
+        )
+
+    def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Encoder features, shallowest (stride 1) first, the bottleneck last."""
+        raise self._no_levels("encoder features (encode)")
+
+    def decoder_levels(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Output of every decoder level for encoder features ``feats`` (from :meth:`encode`), deepest first."""
+        raise self._no_levels("decoder levels (decoder_levels)")
+
+    def decoder_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Output of every decoder level, deepest first: with ``n = len(decoder_channels)`` levels, level ``i`` is
+        ``[B, decoder_channels[i], *S / 2^(n-1-i)]`` for input ``[B, C, *S]``; the last is :meth:`features` ``(x)``."""
+        if not self.decoder_channels:
+            raise self._no_levels("decoder levels (decoder_features)")
+        return self.decoder_levels(self.encode(x))
+
+    def decode(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        """Main-head logits ``[B, num_classes, *S]`` from encoder features (``net.decode(net.encode(x)) == net(x)``)."""
+        return self.head_logits(self.decoder_levels(feats)[-1])
+
+    def share_encoder(self, other: SegNet) -> None:
+        """Use ``other``'s encoder modules (the same parameters, not copies): one encoder, several decoders."""
+        if not self.encoder_modules or type(other) is not type(self):
+            raise self._no_levels("encoder for sharing (share_encoder)")
+        for name in self.encoder_modules:
+            setattr(self, name, getattr(other, name))
 
     def forward_heads(self, x: torch.Tensor, names: Iterable[str] | None = None) -> dict[str, torch.Tensor]:
         """Logits of the main head (key ``"main"``) and of the extra heads ``names`` (default: all)."""

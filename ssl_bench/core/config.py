@@ -45,8 +45,12 @@ class DataConfig:
     selection: str = "first"
     #: 2D slice size used for training and inference (slices are resized; predictions resized back)
     image_size: tuple[int, int] = (96, 96)
-    #: training augmentation: "none" or "flip-rot" (random rot90 + flips, as SSL4MIS); 2D only
+    #: training augmentation (training.augment.AUGMENTATIONS), 2D only: "none", "flip-rot" (random rot90 + horizontal
+    #: flip) or "ssl4mis" (SSL4MIS's RandomGenerator: p 1/2 rot90 + flip, p 1/4 rotation by -20..19 degrees, order 0)
     augment: str = "flip-rot"
+    #: 2D slice resize to image_size and of predictions back (core.transforms): "bilinear" (images and logits;
+    #: labels nearest-exact) or "nearest" (SSL4MIS: scipy zoom order 0 of images, labels and arg-max predictions)
+    image_resize: str = "bilinear"
     #: 3D training crop size (Z, Y, X) (paper: 96^3, "only random crop")
     patch_size: tuple[int, int, int] = (96, 96, 96)
     #: 3D unlabelled views: "random" crops like the labelled ones, or one fixed "center" crop per volume
@@ -172,6 +176,71 @@ PRESETS: dict[str, dict[str, Any]] = {
         "trainer.unlabeled_batch_size": 4,
         "eval.stride": (4, 16, 16),
     },
+    # koncle/CoraNet's released 3D code (REFERENCE §1.5): Adam 1e-3, betas (0.5, 0.999), no lr schedule, batch 8 + 8,
+    # no augmentation, 96^3 crops, sliding window stride (4, 16, 16), the last model tested (its best.pth is written
+    # unconditionally); CoraNet adds its 60 + 200-epoch schedule of 8- and 6-step epochs (methods/coranet.py)
+    "released": {
+        "dataset.image_size": (256, 256),
+        "dataset.augment": "none",
+        "dataset.patch_size": (96, 96, 96),
+        "model.width": 16,
+        "optim.name": "adam",
+        "optim.lr": 1e-3,
+        "optim.betas": (0.5, 0.999),
+        "optim.weight_decay": 0.0,
+        "optim.schedule": "constant",
+        "trainer.batch_size": 8,
+        "trainer.unlabeled_batch_size": 8,
+        "trainer.val_every": 20,
+        "trainer.select": "last",
+        "eval.patch_size": (96, 96, 96),
+        "eval.stride": (4, 16, 16),
+    },
+    # HiLab-git/SSL4MIS's train_*_2D.py defaults (the field's ACDC recipe): SGD 0.01 poly, 0.5 (CE + Dice) with its
+    # squared-denominator Dice, batch 12 + 12 in one student forward, 256^2 slices zoomed with order 0, its
+    # augmentation, its U-Net, 30,000 iterations validated every 200; consistency methods: 0.1 x sigmoid ramp over
+    # the whole run in steps of 150 iterations. Keys under params.* apply to methods that have the option.
+    "ssl4mis": {
+        "dataset.image_size": (256, 256),
+        "dataset.augment": "ssl4mis",
+        "dataset.image_resize": "nearest",
+        "model.backbone": "ssl4mis-unet",
+        "model.width": 16,
+        "model.dropout": 0.0,
+        "optim.name": "sgd",
+        "optim.lr": 0.01,
+        "optim.momentum": 0.9,
+        "optim.weight_decay": 1e-4,
+        "optim.schedule": "poly",
+        "trainer.epochs": 150,
+        "trainer.iters_per_epoch": 200,
+        "trainer.batch_size": 12,
+        "trainer.unlabeled_batch_size": 12,
+        "trainer.val_every": 1,
+        "trainer.select": "both",
+        "params.loss": "ce+dice-ssl4mis",
+        "params.joint_bn": True,
+        "params.weight": 0.1,
+        "params.rampup": 1.0,
+        "params.ramp_levels": 200,
+    },
+}
+
+# The SSL4MIS recipe shrunk to a 2-core CPU (results/README.md, "Convergence study"): 128^2 slices, batch 4 + 4,
+# 4,000 iterations validated every 200; everything else (network, loss, optimiser, augmentation, ramps as fractions
+# of the run, both checkpoints tested) as the ssl4mis preset.
+#: presets derived from another: a method without an entry for the child gets its parent entry minus RUN_LENGTH_KEYS
+DERIVED_PRESETS: dict[str, str] = {"cpu-bench": "ssl4mis"}
+#: keys that set a run's length (a shrunk recipe sets its own)
+RUN_LENGTH_KEYS = ("trainer.epochs", "trainer.iters_per_epoch", "params.pretrain_epochs")
+
+PRESETS["cpu-bench"] = {
+    **PRESETS["ssl4mis"],
+    "dataset.image_size": (128, 128),
+    "trainer.epochs": 20,
+    "trainer.iters_per_epoch": 200,
+    "trainer.batch_size": 4,
+    "trainer.unlabeled_batch_size": 4,
 }
 
 

@@ -36,8 +36,9 @@ class Batch:
         label: ``[B, H, W]`` / ``[B, D, H, W]`` int64, or None for unlabelled batches.
         index: ``[B]`` int64, position of each sample in its stream's dataset (for per-sample state such as
             Temporal Ensembling targets or stored pseudo-labels).
-        aug: ``[B, 2]`` int64 augmentation applied to each sample (rot90 count, flip), or None; stored per-sample
-            maps are brought into the batch's frame with :func:`ssl_bench.training.augment.apply_augment`.
+        aug: ``[B, 3]`` float32 augmentation applied to each sample (rot90 count, flip, rotation angle), or None;
+            stored per-sample maps are brought into the batch's frame with
+            :func:`ssl_bench.training.augment.apply_augment` (rotations: lossy, nearest neighbour).
         crop: ``[B, 3]`` int64 start offsets of random 3D crops, or None when samples are fixed views.
     """
 
@@ -54,11 +55,13 @@ class Batch:
 
 @dataclass(frozen=True)
 class Stage:
-    """A training phase. ``unlabeled``: whether unlabelled batches are drawn in it."""
+    """A training phase. ``unlabeled``: whether unlabelled batches are drawn in it; ``iters_per_epoch``: this
+    stage's epoch length (None: ``trainer.iters_per_epoch``, else one pass over the driving stream)."""
 
     name: str
     epochs: int
     unlabeled: bool = True
+    iters_per_epoch: int | None = None
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,9 @@
 """Inference on whole cases and scoring: ``per_case.csv`` + ``summary.json``.
 
 2D methods on volumes (the SSL4MIS/ACDC convention): every slice is resized to the training size, predicted,
-its logits resized back (bilinear) and the arg-max taken; slices are re-stacked and the *volume* is scored.
+and resized back, slices are re-stacked and the *volume* is scored. ``dataset.image_resize="bilinear"``: bilinear
+in, logits resized back bilinearly, then the arg-max; ``"nearest"`` (SSL4MIS ``val_2D.test_single_volume``):
+scipy-zoom order 0 in, arg-max at the training size, the label map zoomed back with order 0.
 3D methods use sliding-window inference (:mod:`ssl_bench.evaluation.inference`).
 ``eval.per_slice=true`` scores every slice as its own case instead (named ``<case>:z<k>``).
 
@@ -23,7 +25,7 @@ import torch
 from ssl_bench.core.data import DatasetAdapter
 from ssl_bench.core.errors import DataError
 from ssl_bench.core.io import atomic_write, atomic_write_json
-from ssl_bench.core.transforms import resize_images
+from ssl_bench.core.transforms import check_image_resize, resize_images, resize_labels
 from ssl_bench.evaluation.metrics import EMPTY_POLICY, EMPTY_POLICY_TEXT, segmentation_metrics
 
 DISTANCE_METRICS = ("hd", "hd95", "asd", "assd")
@@ -39,6 +41,7 @@ def predict_volume_2d(
     size: tuple[int, int],
     batch_size: int = 16,
     device: torch.device | str = "cpu",
+    image_resize: str = "bilinear",
 ) -> np.ndarray:
     """Slice-wise prediction of a volume.
 
@@ -46,21 +49,26 @@ def predict_volume_2d(
         predict: logits function ``[B, 1, h, w] -> [B, K, h, w]``.
         image: ``(Z, Y, X)`` float volume.
         size: the training slice size ``(h, w)``.
+        image_resize: ``dataset.image_resize`` (see the module docstring).
 
     Returns:
         ``(Z, Y, X)`` uint8 label map.
     """
+    check_image_resize(image_resize)
     if image.ndim != 3:
         raise DataError(f"expected a (Z, Y, X) volume, got shape {image.shape}")
     out = np.empty(image.shape, dtype=np.uint8)
     native = tuple(image.shape[1:])
     for start in range(0, image.shape[0], batch_size):
         x = torch.from_numpy(np.ascontiguousarray(image[start : start + batch_size], dtype=np.float32))[:, None]
-        logits = predict(resize_images(x.to(device), size)).float()
+        logits = predict(resize_images(x.to(device), size, image_resize)).float()
         if not torch.isfinite(logits).all():
             raise DataError("the model produced NaN/inf logits; the checkpoint is broken (NaN weights?)")
-        logits = resize_images(logits, native)  # bilinear on logits, then arg-max
-        out[start : start + batch_size] = logits.argmax(1).to(torch.uint8).cpu().numpy()
+        if image_resize == "nearest":  # arg-max, then the label map zoomed back with order 0 (SSL4MIS)
+            pred = resize_labels(logits.argmax(1), native, "nearest")
+        else:  # bilinear on logits, then arg-max
+            pred = resize_images(logits, native).argmax(1)
+        out[start : start + batch_size] = pred.to(torch.uint8).cpu().numpy()
     return out
 
 
@@ -104,10 +112,12 @@ def volume_predictor(
     eval_cfg: Any,
     image_size: tuple[int, int],
     device: torch.device | str = "cpu",
+    image_resize: str = "bilinear",
 ) -> Callable[[np.ndarray], np.ndarray]:
-    """``(Z, Y, X)`` volume -> label map: slice-wise for 2D methods, sliding window for 3D methods."""
+    """``(Z, Y, X)`` volume -> label map: slice-wise for 2D methods (``image_resize``: ``dataset.image_resize``),
+    sliding window for 3D methods."""
     if dims == 2:
-        return lambda image: predict_volume_2d(predict, image, image_size, eval_cfg.batch_size, device)
+        return lambda image: predict_volume_2d(predict, image, image_size, eval_cfg.batch_size, device, image_resize)
     from ssl_bench.evaluation.inference import predict_volume_3d
 
     return lambda image: predict_volume_3d(

@@ -9,6 +9,12 @@ whose exact layer list is not published).
 Deviations: ``dropout`` (default 0) is applied to the bottleneck and the last feature, as the paper's
 MC-dropout baseline describes (§IV-D: "the last downsampled feature and the final feature", p = 0.5);
 ``norm`` can be switched to instance norm; ``unet3d`` is our 3D twin for contract checks and small 3D runs.
+``upsampling`` (default ``"transposed"``, the paper's) can be ``"bilinear"`` or ``"nearest"`` (1x1 conv +
+interpolation; MC-Net's decoders).
+
+Multi-scale interface (:class:`~ssl_bench.core.backbone.SegNet`): ``encode`` gives the ``depth + 1`` encoder
+features ``[B, width 2^i, *S / 2^i]`` (i = 0..depth), ``decoder_features`` the ``depth`` decoder levels deepest
+first, ``[B, width 2^(depth-1-j), *S / 2^(depth-1-j)]`` (j = 0..depth-1; the last is ``features``).
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from ssl_bench.core.backbone import ConvBlock, HeadSpec, SegNet, dropout_nd
+from ssl_bench.core.backbone import ConvBlock, HeadSpec, SegNet, dropout_nd, upsampling_layers
 from ssl_bench.core.registry import BACKBONES
 
 
@@ -37,6 +43,7 @@ class UNet(SegNet):
         dropout: float = 0.0,
         extra_heads: Iterable[HeadSpec] = (),
         main_head: str = "linear",
+        upsampling: str = "transposed",
     ) -> None:
         super().__init__(
             dims,
@@ -54,27 +61,50 @@ class UNet(SegNet):
         pool = nn.MaxPool2d if dims == 2 else nn.MaxPool3d
         self.pool = pool(2)
         self.bottleneck_dropout = dropout_nd(dims, dropout)
-        upconv = nn.ConvTranspose2d if dims == 2 else nn.ConvTranspose3d
-        self.up = nn.ModuleList(upconv(chans[i], chans[i - 1], 2, stride=2) for i in range(depth, 0, -1))
+        self.up = nn.ModuleList(self._upsampler(dims, chans[i], chans[i - 1], upsampling) for i in range(depth, 0, -1))
         self.up_blocks = nn.ModuleList(
             ConvBlock(dims, 2 * chans[i - 1], chans[i - 1], norm) for i in range(depth, 0, -1)
         )
         self.depth = depth
         self.input_multiple = 2**depth
+        self.upsampling = upsampling
+        self.decoder_channels = tuple(chans[i - 1] for i in range(depth, 0, -1))
+        self.encoder_modules = ("down",)
 
-    def trunk(self, x: torch.Tensor) -> torch.Tensor:
-        """Input of the last decoder block: the concatenated skip and up-sampled features ``[B, 2 width, *S]``."""
+    @staticmethod
+    def _upsampler(dims: int, cin: int, cout: int, mode: str) -> nn.Module:
+        """The transposed conv alone (the paper's U-Net, unchanged state-dict keys) or 1x1 conv + interpolation."""
+        reduce, up = upsampling_layers(dims, cin, cout, mode)
+        return up if mode == "transposed" else nn.Sequential(reduce, up)
+
+    def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Encoder features ``[B, width 2^i, *S / 2^i]``, i = 0..depth (the bottleneck last)."""
         multiple = self.input_multiple
         if any(s % multiple for s in x.shape[2:]):
             raise ValueError(f"U-Net input spatial size {tuple(x.shape[2:])} must be divisible by {multiple}")
-        skips = []
-        for i, block in enumerate(self.down):
-            x = block(x if i == 0 else self.pool(x))
-            skips.append(x)
+        feats = [self.down[0](x)]
+        for block in self.down[1:]:
+            feats.append(block(self.pool(feats[-1])))
+        return feats
+
+    def _decode_to_trunk(self, feats: list[torch.Tensor], levels: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """Every decoder level but the last block (outputs appended to ``levels``), then the last block's input."""
+        skips = list(feats)
         x = self.bottleneck_dropout(skips.pop())
         for up, block in zip(self.up[:-1], self.up_blocks[:-1]):
             x = block(torch.cat([up(x), skips.pop()], dim=1))
+            if levels is not None:
+                levels.append(x)
         return torch.cat([self.up[-1](x), skips.pop()], dim=1)
+
+    def decoder_levels(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
+        levels: list[torch.Tensor] = []
+        levels.append(self.last_block(self._decode_to_trunk(feats, levels)))
+        return levels
+
+    def trunk(self, x: torch.Tensor) -> torch.Tensor:
+        """Input of the last decoder block: the concatenated skip and up-sampled features ``[B, 2 width, *S]``."""
+        return self._decode_to_trunk(self.encode(x))
 
     @property
     def last_block(self) -> nn.Module:
@@ -95,6 +125,7 @@ def unet2d(
     dropout: float = 0.0,
     extra_heads: Iterable[HeadSpec] = (),
     main_head: str = "linear",
+    upsampling: str = "transposed",
     **_: object,
 ) -> UNet:
     """The paper's 2D U-Net (§IV-A): 4 poolings, 64-channel last feature, transposed-conv up-sampling."""
@@ -108,6 +139,7 @@ def unet2d(
         dropout=dropout,
         extra_heads=extra_heads,
         main_head=main_head,
+        upsampling=upsampling,
     )
 
 
@@ -122,6 +154,7 @@ def unet3d(
     dropout: float = 0.0,
     extra_heads: Iterable[HeadSpec] = (),
     main_head: str = "linear",
+    upsampling: str = "transposed",
     **_: object,
 ) -> UNet:
     """3D twin of ``unet2d`` (same blocks with 3D convolutions), for small 3D runs and contract checks."""
@@ -135,4 +168,5 @@ def unet3d(
         dropout=dropout,
         extra_heads=extra_heads,
         main_head=main_head,
+        upsampling=upsampling,
     )

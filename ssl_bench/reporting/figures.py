@@ -315,8 +315,9 @@ def fig_masks(
             with torch.no_grad():
                 if spec.dims == 2:
                     size = tuple(cfg.dataset.image_size)
-                    x = resize_images(torch.from_numpy(case.image[z][None, None].astype(np.float32)), size)
-                    gt = resize_labels(torch.from_numpy(case.label[z][None].astype(np.int64)), size)[0].numpy()
+                    resize = cfg.dataset.image_resize
+                    x = resize_images(torch.from_numpy(case.image[z][None, None].astype(np.float32)), size, resize)
+                    gt = resize_labels(torch.from_numpy(case.label[z][None].astype(np.int64)), size, resize)[0].numpy()
                     umap = method.estimator.estimate(net, x.to(device), None)
                     uncertain = (~umap.certain[0]).cpu().numpy()
                     image = x[0, 0].numpy()
@@ -379,7 +380,8 @@ def fig_overlays(
     preds: dict[str, list[np.ndarray]] = {}
     cases_loaded = {cid: adapter0.load_case(cid) for cid in case_ids}
     for cfg, adapter, method in models:
-        predictor = volume_predictor(method.predict, adapter.spec.dims, cfg.eval, tuple(cfg.dataset.image_size), device)
+        size, resize = tuple(cfg.dataset.image_size), cfg.dataset.image_resize
+        predictor = volume_predictor(method.predict, adapter.spec.dims, cfg.eval, size, device, resize)
         for cid in case_ids:
             preds.setdefault(cid, []).append(predictor(cases_loaded[cid].image))
     if k == 2:

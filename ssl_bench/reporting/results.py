@@ -69,6 +69,9 @@ RECORD_FILES: tuple[str, ...] = (
     "metrics.jsonl",
     "eval/test/per_case.csv",
     "eval/test/summary.json",
+    # the last checkpoint's scores, where trainer.select=both (the ssl4mis / cpu-bench presets)
+    "eval/test-last/per_case.csv",
+    "eval/test-last/summary.json",
 )
 
 RECORDS_DIR = Path("results/records")

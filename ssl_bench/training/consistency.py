@@ -16,6 +16,7 @@ Shapes: logits/probabilities ``[B, K, *S]``, masks ``[B, *S]``.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -29,7 +30,7 @@ from torch.nn.modules.dropout import _DropoutNd
 from ssl_bench.core.backbone import HeadSpec
 from ssl_bench.core.method import Batch, Method, MethodContext, StepInfo
 from ssl_bench.training.augment import apply_augment
-from ssl_bench.training.losses import masked_mean, supervised_loss
+from ssl_bench.training.losses import check_supervised_loss, masked_mean, supervised_loss
 from ssl_bench.training.ramps import RAMPS, ramp
 
 BN_MODES = ("keep", "batch", "running")
@@ -62,13 +63,34 @@ def predictive_entropy(prob: torch.Tensor) -> torch.Tensor:
 # -- schedule ------------------------------------------------------------------------------------------------------
 
 
-def ramped_weight(weight: float, step: StepInfo, rampup: float, kind: str = "sigmoid", delay: float = 0.0) -> float:
+def ramped_weight(
+    weight: float,
+    step: StepInfo,
+    rampup: float,
+    kind: str = "sigmoid",
+    delay: float = 0.0,
+    levels: int = 0,
+    mute: float = 0.0,
+) -> float:
     """``weight * ramp(t)`` with ``t`` the stage progress: 0 during the first ``delay`` fraction of the stage, then
-    ramped over the next ``rampup`` fraction (``kind``: sigmoid = exp(-5 (1 - t)^2), linear, none)."""
-    start = delay * step.stage_steps
-    if step.stage_step < start:
+    ramped over the next ``rampup`` fraction (``kind``: sigmoid = exp(-5 (1 - t)^2), linear, none).
+
+    ``levels > 0`` evaluates the ramp on a staircase of ``levels`` steps over the ramp (SSL4MIS and UA-MT ramp
+    ``iter // 150`` over 200 and 40 units: ``levels`` 200 and 40 with ``rampup`` 1). ``mute`` zeroes the weight during
+    the first fraction of the stage *without* shifting the ramp (SSL4MIS's Mean Teacher: iterations < 1000 of 30000).
+    """
+    eps = 1e-9  # fractions of the stage: 7/25 x 25 is 7.000000000000001, and step 7 is not muted
+    if step.stage_step < mute * step.stage_steps - eps:
         return 0.0
-    return float(weight * ramp(kind, step.stage_step - start, rampup * step.stage_steps))
+    start = delay * step.stage_steps
+    if step.stage_step < start - eps:
+        return 0.0
+    length = rampup * step.stage_steps
+    current = step.stage_step - start
+    if levels > 0 and length > 0:  # staircase: current // (length / levels) of `levels` units
+        unit = length / levels
+        return float(weight * ramp(kind, math.floor(current / unit + 1e-9), levels))
+    return float(weight * ramp(kind, current, length))
 
 
 # -- stochastic passes ---------------------------------------------------------------------------------------------
@@ -175,7 +197,8 @@ def mean_probs(
 class ConsistencyConfig:
     """Options shared by the consistency-type SSL baselines (each method adds its own)."""
 
-    #: supervised loss: "ce" (the CoraNet paper's L_ce) or "ce+dice" (0.5 CE + 0.5 Dice, SSL4MIS)
+    #: supervised loss (training.losses.SUPERVISED_LOSSES): "ce" (the CoraNet paper's L_ce), "ce+dice-ssl4mis"
+    #: (0.5 (CE + Dice), SSL4MIS's Dice), "ce+dice-uamt" (UA-MT's foreground Dice), "ce+dice" (linear Dice, ours)
     loss: str = "ce"
     #: maximum weight w_max of the unsupervised term (loss = sup + w(t) * unsup)
     weight: float = 0.1
@@ -185,6 +208,10 @@ class ConsistencyConfig:
     ramp: str = "sigmoid"
     #: fraction of the stage before the ramp starts (w = 0 before)
     delay: float = 0.0
+    #: ramp evaluated on a staircase of this many steps (0: continuous); SSL4MIS: 200 (iter // 150 of 30000)
+    ramp_levels: int = 0
+    #: fraction of the stage with w = 0, the ramp not shifted (SSL4MIS Mean Teacher: 1000 / 30000 iterations)
+    mute: float = 0.0
     #: dropout of the U-Net bottleneck and last feature (None: model.dropout)
     dropout: float | None = None
     #: one student forward over labelled + unlabelled images together (the UA-MT/SSL4MIS code; BatchNorm statistics
@@ -202,12 +229,14 @@ class ConsistencyMethod(Method):
     ) -> None:
         super().__init__(cfg, ctx)
         c = self.cfg
-        if c.loss not in ("ce", "ce+dice"):
-            raise ValueError(f"params.loss must be 'ce' or 'ce+dice', got {c.loss!r}")
+        check_supervised_loss(c.loss)
         if c.ramp not in RAMPS:
             raise ValueError(f"params.ramp must be one of {sorted(RAMPS)}, got {c.ramp!r}")
-        if c.weight < 0 or c.rampup < 0 or not 0 <= c.delay < 1:
-            raise ValueError("need params.weight >= 0, params.rampup >= 0 and 0 <= params.delay < 1")
+        if c.weight < 0 or c.rampup < 0 or not 0 <= c.delay < 1 or not 0 <= c.mute < 1 or c.ramp_levels < 0:
+            raise ValueError(
+                "need params.weight >= 0, params.rampup >= 0, 0 <= params.delay < 1, 0 <= params.mute < 1 and "
+                "params.ramp_levels >= 0"
+            )
         if c.dropout is not None and not 0 <= c.dropout < 1:
             raise ValueError(f"params.dropout must be in [0, 1), got {c.dropout}")
         dropout = c.dropout
@@ -217,7 +246,7 @@ class ConsistencyMethod(Method):
 
     def unsup_weight(self, step: StepInfo) -> float:
         c = self.cfg
-        return ramped_weight(c.weight, step, c.rampup, c.ramp, c.delay)
+        return ramped_weight(c.weight, step, c.rampup, c.ramp, c.delay, c.ramp_levels, c.mute)
 
     def supervised(self, logits_l: torch.Tensor, label: torch.Tensor | None) -> dict[str, torch.Tensor]:
         """Named supervised terms (``sup/total`` is the one optimised)."""
@@ -268,7 +297,7 @@ class ConsistencyMethod(Method):
 
 def align(stored: torch.Tensor, batch: Batch) -> torch.Tensor:
     """Per-sample maps stored in the un-augmented frame (``[B, ...]``, already indexed by ``batch.index``) brought
-    into the batch's augmented frame."""
+    into the batch's augmented frame (exact for rot90/flip; a free rotation is resampled, lossy at the corners)."""
     return stored if batch.aug is None else apply_augment(stored, batch.aug)
 
 

@@ -15,30 +15,72 @@ def cross_entropy(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tens
 
 
 def soft_dice_loss(
-    logits: torch.Tensor, target: torch.Tensor, include_background: bool = True, eps: float = 1e-5
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    include_background: bool = True,
+    eps: float = 1e-5,
+    *,
+    squared: bool = False,
+    per_sample: bool = False,
+    mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """1 - mean over classes of the soft Dice between softmax(logits) and one-hot(target)."""
+    """1 - mean over classes of the soft Dice (2 sum(p g) + eps) / (sum(p) + sum(g) + eps) of softmax(logits), one-hot.
+
+    Args:
+        logits: ``[B, K, *S]``; target: ``[B, *S]`` integer.
+        squared: denominators sum(p^2) + sum(g^2) (SSL4MIS ``DiceLoss``, UA-MT ``dice_loss``; V-Net's form).
+        per_sample: Dice of each sample, then the mean over samples and classes (the released CoraNet code);
+            otherwise the sums pool the whole batch (SSL4MIS, UA-MT).
+        mask: ``[B, *S]``: the sums are restricted to these pixels (the released CoraNet's masked Dice).
+    """
     k = logits.shape[1]
     probs = logits.softmax(dim=1)
     onehot = F.one_hot(target.long(), k).movedim(-1, 1).to(probs.dtype)
-    dims = (0, *range(2, logits.ndim))
+    if mask is not None:
+        m = mask.to(probs.dtype).unsqueeze(1)
+        probs, onehot = probs * m, onehot * m
+    dims = tuple(range(2, logits.ndim)) if per_sample else (0, *range(2, logits.ndim))
     inter = (probs * onehot).sum(dims)
-    denom = probs.sum(dims) + onehot.sum(dims)
-    dice = (2 * inter + eps) / (denom + eps)
+    if squared:
+        denom = probs.pow(2).sum(dims) + onehot.pow(2).sum(dims)
+    else:
+        denom = probs.sum(dims) + onehot.sum(dims)
+    dice = (2 * inter + eps) / (denom + eps)  # [K] or [B, K]
     if not include_background:
-        dice = dice[1:]
+        dice = dice[..., 1:]
     return 1 - dice.mean()
 
 
+#: Supervised losses by name: kind -> (weight of CE, Dice options) with loss = w (CE + Dice), or CE alone.
+SUPERVISED_LOSSES: dict[str, dict[str, object] | None] = {
+    # the CoraNet paper's L_ce
+    "ce": None,
+    # 0.5 (CE + soft Dice) with linear denominators over all classes, pooled over the batch (ours, kept for the
+    # committed cpu-preset records; not SSL4MIS's form)
+    "ce+dice": {"squared": False, "include_background": True},
+    # HiLab-git/SSL4MIS code/utils/losses.py DiceLoss: squared denominators, all classes, pooled over the batch
+    "ce+dice-ssl4mis": {"squared": True, "include_background": True},
+    # yulequan/UA-MT code/utils/losses.py dice_loss: squared denominators, foreground only (binary there; here the
+    # mean over the foreground classes), pooled over the batch
+    "ce+dice-uamt": {"squared": True, "include_background": False},
+}
+
+
+def check_supervised_loss(kind: str) -> None:
+    """One-line error for an unknown ``params.loss``."""
+    if kind not in SUPERVISED_LOSSES:
+        raise ValueError(f"params.loss must be one of {', '.join(SUPERVISED_LOSSES)}, got {kind!r}")
+
+
 def supervised_loss(logits: torch.Tensor, target: torch.Tensor, kind: str = "ce") -> dict[str, torch.Tensor]:
-    """Named supervised terms: ``kind`` is ``"ce"`` (paper) or ``"ce+dice"`` (0.5 CE + 0.5 Dice, SSL4MIS)."""
+    """Named supervised terms of a :data:`SUPERVISED_LOSSES` ``kind``: ``"ce"`` (paper) or 0.5 (CE + Dice)."""
+    check_supervised_loss(kind)
     ce = cross_entropy(logits, target)
-    if kind == "ce":
+    dice_options = SUPERVISED_LOSSES[kind]
+    if dice_options is None:
         return {"sup/ce": ce, "sup/total": ce}
-    if kind == "ce+dice":
-        dice = soft_dice_loss(logits, target)
-        return {"sup/ce": ce, "sup/dice": dice, "sup/total": 0.5 * (ce + dice)}
-    raise ValueError(f"unknown supervised loss {kind!r}: use 'ce' or 'ce+dice'")
+    dice = soft_dice_loss(logits, target, **dice_options)  # type: ignore[arg-type]
+    return {"sup/ce": ce, "sup/dice": dice, "sup/total": 0.5 * (ce + dice)}
 
 
 def masked_mean(values: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -80,17 +122,10 @@ def weighted_cross_entropy(
 
 
 def masked_soft_dice_loss(
-    logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, eps: float = 1e-5
+    logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, eps: float = 1e-5, per_sample: bool = False
 ) -> torch.Tensor:
     """Soft Dice loss (all classes, background included) with intersection and sums restricted to ``mask``."""
-    k = logits.shape[1]
-    probs = logits.softmax(dim=1)
-    onehot = F.one_hot(target.long(), k).movedim(-1, 1).to(probs.dtype)
-    m = mask.to(probs.dtype).unsqueeze(1)
-    dims = (0, *range(2, logits.ndim))
-    inter = (probs * onehot * m).sum(dims)
-    denom = (probs * m).sum(dims) + (onehot * m).sum(dims)
-    return 1 - ((2 * inter + eps) / (denom + eps)).mean()
+    return soft_dice_loss(logits, target, True, eps, per_sample=per_sample, mask=mask)
 
 
 def masked_squared_error(

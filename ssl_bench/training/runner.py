@@ -15,6 +15,7 @@ Run folder layout::
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import platform
@@ -32,7 +33,9 @@ import yaml
 
 from ssl_bench import __version__
 from ssl_bench.core.config import (
+    DERIVED_PRESETS,
     PRESETS,
+    RUN_LENGTH_KEYS,
     RunConfig,
     apply_overrides,
     config_hash,
@@ -46,10 +49,11 @@ from ssl_bench.core.errors import ConfigError, DataError, RunDirError, SSLBenchE
 from ssl_bench.core.io import atomic_write, atomic_write_json, read_json
 from ssl_bench.core.method import Method, MethodContext
 from ssl_bench.core.registry import BACKBONES, DATASETS, METHODS, load_plugin_file, normalize_name, plugin_sources
+from ssl_bench.core.transforms import IMAGE_RESIZE
 from ssl_bench.evaluation.evaluate import evaluate_cases, format_summary_table, summarize, volume_predictor, write_eval
 from ssl_bench.training.augment import AUGMENTATIONS
 from ssl_bench.training.streams import derive_seed
-from ssl_bench.training.trainer import StopRequested, Trainer, seed_everything
+from ssl_bench.training.trainer import SELECTIONS, StopRequested, Trainer, seed_everything
 
 
 def default_out_dir() -> Path:
@@ -82,10 +86,19 @@ def resolve_config(
     cfg.params = method_cls.Config()
     aliases = tuple(a for a in {normalize_name(method), method_cls.config_prefix} if a)
     dims = dataset_cls.spec.dims
+    # a global preset's params.* keys are the recipe's defaults for every method that has the option
+    fields = (
+        {f.name for f in dataclasses.fields(method_cls.Config)}
+        if dataclasses.is_dataclass(method_cls.Config)
+        else set()
+    )
+    global_layer = {
+        k: v for k, v in PRESETS[preset].items() if not k.startswith("params.") or k.split(".", 1)[1] in fields
+    }
     layers: list[dict[str, Any]] = [
-        PRESETS[preset],
+        global_layer,
         dataset_cls.presets.get(preset, {}),
-        method_cls.presets.get(preset, {}),
+        method_preset(method_cls.presets, preset),
         method_cls.presets.get(f"{preset}:{dims}d", {}),  # e.g. CoraNet's "paper:3d" (200 self-training epochs)
     ]
     if config_file:
@@ -120,6 +133,16 @@ def resolve_config(
     return cfg
 
 
+def method_preset(presets: dict[str, dict[str, Any]], preset: str) -> dict[str, Any]:
+    """A method's layer of ``preset``: its own entry; for a preset derived from another (``cpu-bench`` from
+    ``ssl4mis``, :data:`~ssl_bench.core.config.DERIVED_PRESETS`) without an entry of its own, the parent's entry
+    without its run-length keys (the shrunk recipe keeps the method's hyper-parameters, not its length)."""
+    if preset in presets or preset not in DERIVED_PRESETS:
+        return presets.get(preset, {})
+    parent = presets.get(DERIVED_PRESETS[preset], {})
+    return {k: v for k, v in parent.items() if k not in RUN_LENGTH_KEYS}
+
+
 def validate_config(cfg: RunConfig) -> None:
     """Checks that need the registries (names, dimensionality) or cross-field knowledge."""
     method_cls = METHODS.get(cfg.method)
@@ -134,8 +157,9 @@ def validate_config(cfg: RunConfig) -> None:
         raise ConfigError(f"method {cfg.method!r} supports {method_cls.dims}D data, dataset is {spec.dims}D")
     checks = [
         (cfg.dataset.augment in AUGMENTATIONS, f"dataset.augment must be one of {AUGMENTATIONS}"),
+        (cfg.dataset.image_resize in IMAGE_RESIZE, f"dataset.image_resize must be one of {IMAGE_RESIZE}"),
         (cfg.dataset.selection in ("first", "random"), "dataset.selection must be 'first' or 'random'"),
-        (cfg.trainer.select in ("best-val", "last"), "trainer.select must be 'best-val' or 'last'"),
+        (cfg.trainer.select in SELECTIONS, f"trainer.select must be one of {SELECTIONS}"),
         (cfg.eval.metrics_backend in ("ssl-bench", "medpy"), "eval.metrics_backend must be 'ssl-bench' or 'medpy'"),
         (cfg.eval.blend in ("gaussian", "mean"), "eval.blend must be 'gaussian' or 'mean'"),
         (cfg.dataset.unlabeled_views in ("random", "center"), "dataset.unlabeled_views must be 'random' or 'center'"),
@@ -406,8 +430,22 @@ def _train_and_test(trainer: Trainer, run_dir: Path, echo: Printer) -> RunResult
             raise type(exc)(f"{exc} (run folder {run_dir}{hint})") from exc
         raise
     train_s = time.time() - t0
-    chosen = trainer.select_final_model()
     t1 = time.time()
+    if trainer.cfg.trainer.select == "both":  # the last model first, while it is loaded (FIELD.md pitfall 1)
+        last = f"last (step {trainer.step})"
+        _, last_table = evaluate_split(
+            trainer.cfg,
+            trainer.method,
+            trainer.adapter,
+            run_dir,
+            "test",
+            trainer.device,
+            checkpoint=last,
+            progress=trainer.progress,
+            folder="test-last",
+        )
+        echo(f"\nTest split, model: {last}, Dice % per class:\n{last_table}\n")
+    chosen = trainer.select_final_model()
     summary, table = evaluate_split(
         trainer.cfg,
         trainer.method,
@@ -451,7 +489,9 @@ def evaluate_split(
     bar = functools.partial(
         tqdm, desc=f"eval {split}", unit="case", disable=not progress if progress is not None else None
     )
-    predictor = volume_predictor(method.predict, adapter.spec.dims, cfg.eval, tuple(cfg.dataset.image_size), device)
+    predictor = volume_predictor(
+        method.predict, adapter.spec.dims, cfg.eval, tuple(cfg.dataset.image_size), device, cfg.dataset.image_resize
+    )
     rows = evaluate_cases(
         predictor, adapter, cases, per_slice=cfg.eval.per_slice, backend=cfg.eval.metrics_backend, progress=bar
     )
@@ -500,7 +540,7 @@ def eval_run(
     adapter = build_adapter(cfg)
     method = build_method(cfg, adapter).to(dev)
     best, last = run_dir / "checkpoints" / "best.pt", run_dir / "checkpoints" / "last.pt"
-    path = best if (cfg.trainer.select == "best-val" and best.exists()) else last
+    path = best if (cfg.trainer.select in ("best-val", "both") and best.exists()) else last
     if not path.exists():
         raise RunDirError(f"{run_dir} has no checkpoint to evaluate (checkpoints/last.pt missing)")
     state = torch.load(path, map_location=dev, weights_only=False)

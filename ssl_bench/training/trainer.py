@@ -39,6 +39,10 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+#: trainer.select: the model tested. "both" tests the best-val model (eval/test) and the last one (eval/test-last).
+SELECTIONS = ("best-val", "last", "both")
+
+
 @dataclass
 class TrainingData:
     """The two streams' sources and who is in them.
@@ -57,9 +61,9 @@ class TrainingData:
 def load_training_data(cfg: RunConfig, adapter: DatasetAdapter, all_labels: bool) -> TrainingData:
     """Split the training patients into labelled / unlabelled and load their data.
 
-    2D: slices resized to ``dataset.image_size`` (augmented per batch). 3D: whole volumes, cropped at random to
-    ``dataset.patch_size`` per draw; unlabelled volumes either the same way (``dataset.unlabeled_views=random``) or
-    as one fixed centre crop each (``center``, as the released CoraNet code).
+    2D: slices resized to ``dataset.image_size`` (``dataset.image_resize``; augmented per batch). 3D: whole
+    volumes, cropped at random to ``dataset.patch_size`` per draw; unlabelled volumes either the same way
+    (``dataset.unlabeled_views=random``) or as one fixed centre crop each (``center``, as the released CoraNet code).
     """
     train_cases = adapter.splits()["train"]
     if all_labels:
@@ -71,13 +75,13 @@ def load_training_data(cfg: RunConfig, adapter: DatasetAdapter, all_labels: bool
     unl_cases = [c for c in train_cases if adapter.group(c) not in lab_set]
     unl_patients = [p for p in adapter.patients("train") if p not in lab_set]
     if adapter.spec.dims == 2:
-        size = tuple(cfg.dataset.image_size)
+        size, resize = tuple(cfg.dataset.image_size), cfg.dataset.image_resize
         labelled = adapter.training_slices(lab_cases)
-        source_l = TensorSource(*prepare_slices(labelled.images, labelled.labels, size), cfg.dataset.augment)
+        source_l = TensorSource(*prepare_slices(labelled.images, labelled.labels, size, resize), cfg.dataset.augment)
         if not unl_cases:
             return TrainingData(lab_patients, unl_patients, source_l, None)
         unlabelled = adapter.training_slices(unl_cases)
-        images_u, hidden = prepare_slices(unlabelled.images, unlabelled.labels, size)
+        images_u, hidden = prepare_slices(unlabelled.images, unlabelled.labels, size, resize)
         return TrainingData(
             lab_patients, unl_patients, source_l, TensorSource(images_u, None, cfg.dataset.augment), hidden
         )
@@ -161,6 +165,8 @@ class Trainer:
     # -- construction helpers -------------------------------------------------------------------------------------
 
     def _steps_per_epoch(self, stage: Stage) -> int:
+        if stage.iters_per_epoch:
+            return int(stage.iters_per_epoch)
         if self.cfg.trainer.iters_per_epoch:
             return int(self.cfg.trainer.iters_per_epoch)
         drive = self.stream_u if (stage.unlabeled and self.stream_u is not None) else self.stream_l
@@ -331,8 +337,9 @@ class Trainer:
         if not val_cases:
             return math.nan
         self.method.eval()
+        dims, data = self.adapter.spec.dims, self.cfg.dataset
         predictor = volume_predictor(
-            self.method.predict, self.adapter.spec.dims, self.cfg.eval, tuple(self.cfg.dataset.image_size), self.device
+            self.method.predict, dims, self.cfg.eval, tuple(data.image_size), self.device, data.image_resize
         )
         rows = evaluate_cases(predictor, self.adapter, val_cases, backend="ssl-bench", metrics=("dice",))
         return mean_foreground_dice(rows)
@@ -423,12 +430,13 @@ class Trainer:
     # -- final model ----------------------------------------------------------------------------------------------
 
     def select_final_model(self) -> str:
-        """Load the model to test: best validation checkpoint (``select=best-val``) or the last one."""
+        """Load the model to test: best validation checkpoint (``select=best-val``, and the primary model of
+        ``select=both``) or the last one."""
         best = self.ckpt_dir / "best.pt"
-        if self.cfg.trainer.select == "best-val" and best.exists():
+        if self.cfg.trainer.select in ("best-val", "both") and best.exists():
             state = torch.load(best, map_location=self.device, weights_only=False)
             self.method.load_state_dict(state["model"])
             return f"best-val (step {state['step']}, val Dice {state['val_dice_fg']:.4f})"
-        if self.cfg.trainer.select not in ("best-val", "last"):
-            raise DataError(f"trainer.select must be 'best-val' or 'last', got {self.cfg.trainer.select!r}")
+        if self.cfg.trainer.select not in SELECTIONS:
+            raise DataError(f"trainer.select must be one of {SELECTIONS}, got {self.cfg.trainer.select!r}")
         return f"last (step {self.step})"
