@@ -65,6 +65,20 @@ def test_builtin_module_list_is_complete():
     assert expected <= set(registry.BUILTIN_MODULES), sorted(expected - set(registry.BUILTIN_MODULES))
 
 
+#: the methods 2023-2026 ACDC papers compare against (issue #14), besides the CoraNet paper's baselines
+FIELD_METHODS = {"fixmatch", "unimatch", "cps", "bcp", "abd", "urpc", "mc-net", "mc-net-plus", "ict", "entropy-min"}
+PAPER_METHODS = {"unet", "fully-supervised", "coranet", "pi-model", "temporal-ensembling", "mean-teacher", "ua-mt"}
+PAPER_METHODS |= {"pseudo-label", "vat"}
+
+
+def test_every_method_of_the_field_is_registered_and_listed_in_the_readme():
+    readme = (REPO / "README.md").read_text()
+    methods_row = next(line for line in readme.splitlines() if line.startswith("| methods |"))
+    for name in FIELD_METHODS | PAPER_METHODS:
+        assert name in METHODS.names(), name
+        assert f"`{name}`" in methods_row, name
+
+
 def test_registries_are_populated():
     assert {"unet", "fully-supervised"} <= set(METHODS.names())
     assert {"cardiac-phantom", "pancreas-phantom", "acdc"} <= set(DATASETS.names())

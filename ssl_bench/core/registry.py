@@ -43,6 +43,7 @@ T = TypeVar("T")
 #: Built-in plugin modules, imported on first registry look-up (explicit, no folder scanning).
 BUILTIN_MODULES: tuple[str, ...] = (
     "ssl_bench.nets.unet",
+    "ssl_bench.nets.ssl4mis_unet",
     "ssl_bench.nets.smp_backbones",
     "ssl_bench.nets.vnet",
     "ssl_bench.nets.resnet3d",
@@ -55,6 +56,15 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "ssl_bench.methods.pseudo_label",
     "ssl_bench.methods.vat",
     "ssl_bench.methods.coranet",
+    "ssl_bench.methods.cps",
+    "ssl_bench.methods.mc_net",
+    "ssl_bench.methods.urpc",
+    "ssl_bench.methods.ict",
+    "ssl_bench.methods.entropy_min",
+    "ssl_bench.methods.bcp",
+    "ssl_bench.methods.abd",
+    "ssl_bench.methods.fixmatch",
+    "ssl_bench.methods.unimatch",
     "ssl_bench.datasets.phantom",
     "ssl_bench.datasets.phantom3d",
     "ssl_bench.datasets.acdc",
