@@ -561,3 +561,327 @@ def test_a_spec_file_of_ones_own_renders_like_a_paper_table(capsys, tmp_path):
     assert "ssl-bench run --method temporal-ensembling --dataset acdc --labeled 0.2 --seed 0 --preset cpu" in out
     assert main(["table", str(tmp_path / "nope.yaml")]) == 2
     assert "table spec file" in capsys.readouterr().err
+
+
+# -- checkpoint columns, reference rows, distance units (issue #15 item 3, issue #14) -------------------------------
+
+CKPT_SPEC = """
+id: C
+title: "checkpoints"
+dataset: cardiac-phantom
+labeled: 0.2
+seeds: [0, 1]
+baseline: base
+set: {trainer.select: both}
+columns:
+  - {key: RV, label: "DSC RV", group: "val-selected", metric: dice, class: 1}
+  - {key: mean, label: "DSC mean", group: "val-selected", metric: dice}
+  - {key: hd, label: "HD95", group: "val-selected", metric: hd95}
+  - {key: RV-last, label: "DSC RV", group: "last", metric: dice, class: 1, checkpoint: last}
+  - {key: mean-last, label: "DSC mean", group: "last", metric: dice, checkpoint: last}
+  - {key: hd-last, label: "HD95", group: "last", metric: hd95, checkpoint: last}
+rows:
+  - {id: base, label: "U-Net", method: unet, in_paper: false}
+  - {id: mt, label: "MT", method: mean-teacher, in_paper: false}
+  - {id: future, label: "Future", method: not-a-method, in_paper: false}
+  - id: ref-big
+    label: "Big"
+    group: "Reported"
+    method: null
+    source: "Someone et al., Venue 2024, Tab. 2"
+    paper: {RV: 99.5, hd: 0.5}
+  - {id: ref-other, label: "Other", group: "Reported", method: null, source: "Other README", paper: {mean: [88.0, 1.0]}}
+"""
+# RV Dice of the 6 test cases per (method, seed): (best-on-val model, last model)
+CK_RV = {
+    ("unet", 0): ([0.6] * 6, [0.5] * 6),
+    ("unet", 1): ([0.8] * 6, [0.7] * 6),
+    ("mean-teacher", 0): ([0.9, 0.8, 0.9, 0.8, 0.9, 0.6], [0.1, 0.2, 0.1, 0.2, 0.1, 0.2]),
+}
+CK_HD = {"selected": 10.0, "last": 20.0}
+
+
+def _ck_scores(root: Path, folder: str, rv: list[float], hd: float, unit: str) -> None:
+    from ssl_bench.evaluation.evaluate import summarize, write_eval
+
+    rows = []
+    for i, case in enumerate(CASES):
+        for k, d in ((1, rv[i]), (2, 0.5), (3, 0.9)):
+            rows.append({"case": case, "class": k, "dice": d, "hd95": hd, "asd": hd / 4})
+    write_eval(root / "eval" / folder, rows, summarize(rows, ["bg", "RV", "Myo", "LV"], unit))
+
+
+def ck_run(root: Path, method: str, seed: int, name: str, last: bool = True, unit: str = "mm") -> Path:
+    """A finished ``trainer.select=both`` run: eval/test (best-on-val) and, if ``last``, eval/test-last."""
+    sel, lst = CK_RV.get((method, seed), ([0.3] * 6, [0.3] * 6))
+    run_dir = fake_run(root, method, seed, {k: [0.0] * 6 for k in (1, 2, 3)}, 0.0, name, overrides=CKPT_SET)
+    _ck_scores(run_dir, "test", sel, CK_HD["selected"], unit)
+    if last:
+        _ck_scores(run_dir, "test-last", lst, CK_HD["last"], unit)
+    return run_dir
+
+
+CKPT_SET = {"trainer.select": "both"}
+
+
+@pytest.fixture
+def ckpt(tmp_path):
+    from ssl_bench.reporting.tables import load_spec
+
+    root = tmp_path / "runs"
+    for method, seed in CK_RV:
+        ck_run(root, method, seed, f"20260101-00000{seed}-{method}{seed}")
+    return load_spec(_write(tmp_path / "C.yaml", CKPT_SPEC)), root
+
+
+def test_checkpoint_columns_read_eval_test_last_with_wilcoxon_per_column(ckpt):
+    from ssl_bench.reporting.tables import build_table, provenance, render
+
+    spec, root = ckpt
+    assert [c.checkpoint for c in spec.columns] == ["selected"] * 3 + ["last"] * 3
+    t = build_table(spec, root, preset="smoke")
+    assert t.cell("base", "RV").mean == pytest.approx(70.0) and t.cell("base", "RV-last").mean == pytest.approx(60.0)
+    assert t.cell("base", "RV").std == pytest.approx(100 * np.std([0.6, 0.8], ddof=1))
+    assert t.cell("base", "hd").mean == pytest.approx(10.0) and t.cell("base", "hd-last").mean == pytest.approx(20.0)
+    mt, mt_last = t.cell("mt", "RV"), t.cell("mt", "RV-last")
+    assert mt.mean == pytest.approx(100 * np.mean(CK_RV[("mean-teacher", 0)][0]))
+    assert mt_last.mean == pytest.approx(15.0)
+    assert t.cell("mt", "mean-last").mean == pytest.approx(100 * (0.15 + 0.5 + 0.9) / 3)
+    # bold per column: MT is best on the val-selected RV, U-Net on the last one
+    assert mt.best and not t.cell("base", "RV").best
+    assert t.cell("base", "RV-last").best and not mt_last.best
+    # the paired Wilcoxon against the baseline, per column, on that column's checkpoint (by hand)
+    base_sel = np.mean([CK_RV[("unet", s)][0] for s in (0, 1)], axis=0)
+    base_last = np.mean([CK_RV[("unet", s)][1] for s in (0, 1)], axis=0)
+    p_sel = wilcoxon(CK_RV[("mean-teacher", 0)][0], base_sel).pvalue
+    p_last = wilcoxon(CK_RV[("mean-teacher", 0)][1], base_last).pvalue
+    assert p_last == pytest.approx(2 / 64) and not math.isclose(p_sel, p_last)
+    assert mt.p_value == pytest.approx(p_sel) and mt_last.p_value == pytest.approx(p_last)
+    # rendering: two column groups in every format; CSV and provenance say which checkpoint each cell read
+    md = render(t, "md")
+    assert "| Method | val-selected DSC RV | val-selected DSC mean | val-selected HD95 (mm) | last DSC RV |" in md
+    assert r"last HD95 (mm) \\" in render(t, "tex") and "<th>last DSC RV</th>" in render(t, "html")
+    rows = list(csv.DictReader(io.StringIO(render(t, "csv"))))
+    last_rv = next(r for r in rows if r["row"] == "mt" and r["column"] == "RV-last")
+    assert (last_rv["checkpoint"], last_rv["column_group"]) == ("last", "last")
+    assert float(last_rv["mean"]) == pytest.approx(15.0) and float(last_rv["p_value"]) == pytest.approx(p_last)
+    prov = provenance(t)
+    cell = next(c for c in prov["cells"] if c["row"] == "base" and c["column"] == "RV-last")
+    assert cell["checkpoint"] == "last" and {r["scores"] for r in cell["runs"]} == {"eval/test-last"}
+    assert [r["value"] for r in cell["runs"]] == pytest.approx([50.0, 70.0])
+
+
+def test_missing_test_last_gives_empty_cells_not_missing_runs(ckpt):
+    from ssl_bench.reporting.tables import build_table, plan_missing, render, render_missing, scores_folder
+
+    spec, root = ckpt
+    # mean-teacher seed 1 finished without eval/test-last (e.g. made before trainer.select=both existed)
+    no_last = ck_run(root, "mean-teacher", 1, "20260101-000001-mt1", last=False)
+    t = build_table(spec, root, preset="smoke")
+    assert t.cell("mt", "RV").n == 2
+    last = t.cell("mt", "RV-last")
+    assert last.n == 1 and [r.run_id for r in last.unscored] == [no_last.name]
+    assert last.mean == pytest.approx(15.0)  # seed 0's last model only
+    plan = plan_missing(t)
+    assert {(m.selector.method, m.action) for m in plan} == {("not-a-method", "blocked")}  # nothing to re-run
+    md = render(t, "md")
+    assert "1 finished run(s) have no scores of a column's checkpoint" in md
+    # a run with no eval/test-last at all: every last cell of it is empty ("—"), not an error
+    only = build_table(spec, root, preset="smoke", seeds=[1])
+    assert not only.cell("mt", "RV-last").measured and only.cell("mt", "RV").measured
+    line = next(x for x in render(only, "md").splitlines() if x.startswith("| MT |"))
+    assert line.count("—") == 3 and "(n=1)" in line
+    assert "ssl-bench run" not in render_missing(only, plan_missing(only), "OUT")
+    # eval/test that is itself the last model (trainer.select=last, or no validation) serves a last column
+    summary = no_last / "eval" / "test" / "summary.json"
+    data = json.loads(summary.read_text())
+    summary.write_text(json.dumps({**data, "checkpoint": "last (step 6)"}))
+    rec = next(c for c in build_table(spec, root, preset="smoke").cell("mt", "RV").runs if c.run_id == no_last.name)
+    assert scores_folder(rec, "last") == "test" and scores_folder(rec, "selected") == "test"
+    assert build_table(spec, root, preset="smoke").cell("mt", "RV-last").n == 2
+    with pytest.raises(ValueError, match="checkpoint must be one of"):
+        scores_folder(rec, "best")
+
+
+def test_reference_rows_render_with_sources_and_stay_out_of_statistics(ckpt, tmp_path):
+    from ssl_bench.core.errors import ConfigError
+    from ssl_bench.reporting.tables import build_table, load_spec, plan_missing, render, render_missing
+
+    spec, root = ckpt
+    big = spec.row("ref-big")
+    assert big.paper_only and big.source == "Someone et al., Venue 2024, Tab. 2"
+    assert big.paper["RV"] == (99.5, None) and big.paper["mean"] == (None, None)  # with a source: partial values
+    t = build_table(spec, root, preset="smoke")
+    ref = t.cell("ref-big", "RV")
+    assert not ref.measured and ref.n == 0 and not ref.best and ref.p_value is None and ref.paper == 99.5
+    assert t.cell("mt", "RV").best  # 99.5 is higher, but reported: never the best measured value
+    assert t.cell("ref-big", "hd").paper == 0.5 and t.cell("base", "hd").best is False  # all measured HD equal
+    md = render(t, "md")
+    assert "| Big (reported [a]) | 99.50 | - | 0.50 | - | - | - |" in md
+    assert "| Other (reported [b]) | - | 88.00 (1.00) | - |" in md
+    assert "[a] Someone et al., Venue 2024, Tab. 2; [b] Other README." in md
+    assert "never measured here: they are never bold, never in the † test" in md
+    assert "paper" not in md.split("\n| ")[1]  # no "paper" columns: no measured row has paper values
+    assert "(not in paper)" not in md
+    tex = render(t, "tex")
+    assert "Big (reported [a]) & 99.50 & - & 0.50" in tex
+    rows = list(csv.DictReader(io.StringIO(render(t, "csv"))))
+    big_rv = next(r for r in rows if r["row"] == "ref-big" and r["column"] == "RV")
+    assert big_rv["reference"] == "True" and big_rv["mean"] == "" and float(big_rv["paper"]) == 99.5
+    assert big_rv["source"] == "Someone et al., Venue 2024, Tab. 2" and big_rv["runnable"] == "False"
+    assert all(r["reference"] == "False" for r in rows if r["row"] in ("base", "mt"))
+    text = render_missing(t, plan_missing(t), "OUT")
+    assert "# reference rows (published numbers, nothing to run): Big; Other" in text
+    assert not [m for m in plan_missing(t) if m.selector.method is None]
+    # an unregistered method renders as a blocked row, in every format
+    assert "Future (not runnable yet)" in md and "Future: method 'not-a-method' is not registered yet" in md
+    assert "Future (2 run(s)): method 'not-a-method' is not registered yet" in text
+    for fmt in ("tex", "csv", "html"):
+        assert "Future" in render(t, fmt)
+    # without a source, a paper row still needs a value (or null) for every column
+    bad = CKPT_SPEC.replace('source: "Other README", ', "")
+    with pytest.raises(ConfigError, match="paper values needed for every column"):
+        load_spec(_write(tmp_path / "bad.yaml", bad))
+    with pytest.raises(ConfigError, match="checkpoint must be one of"):
+        load_spec(_write(tmp_path / "bad2.yaml", CKPT_SPEC.replace("checkpoint: last}", "checkpoint: final}", 1)))
+
+
+def test_distance_unit_labels(ckpt, tmp_path):
+    from ssl_bench.reporting.tables import build_table, get_spec, header, load_spec, render
+
+    spec, root = ckpt
+    hd = spec.columns[2]
+    # from the runs' summary.json
+    t = build_table(spec, root, preset="smoke")
+    assert t.unit_of(hd) == ("mm", True) and header(t, hd) == "val-selected HD95 (mm)"
+    assert "HD95 = hd95 in mm (from the runs' summary.json)" in render(t, "md")
+    vox = tmp_path / "vox"
+    ck_run(vox, "unet", 0, "20260101-000000-v", unit="voxel")
+    t = build_table(spec, vox, preset="smoke", seeds=[0])
+    assert header(t, hd) == "val-selected HD95 (voxel)" and header(t, spec.columns[5]) == "last HD95 (voxel)"
+    assert next(r for r in csv.DictReader(io.StringIO(render(t, "csv"))) if r["column"] == "hd")["unit"] == "voxel"
+    # runs in both units in one column: both named
+    ck_run(vox, "unet", 1, "20260101-000001-m")
+    assert build_table(spec, vox, preset="smoke").unit_of(hd) == ("mm/voxel", True)
+    # no run: the dataset's default (ACDC's SSL4MIS copy has no spacing: voxels; the phantom has one: mm)
+    empty = build_table(spec, tmp_path / "none", preset="smoke")
+    assert empty.unit_of(hd) == ("mm", False) and "(the dataset's default unit; no run read yet)" in render(empty, "md")
+    acdc = build_table(load_spec(REPO / "benchmarks" / "acdc_cpu.yaml"), tmp_path / "none", preset="cpu-bench")
+    assert "val-selected HD95 (voxel)" in render(acdc, "md") and "last ASD (voxel)" in render(acdc, "md")
+    # a label naming its unit is left alone; *_vox metrics are voxels whatever the data
+    ii = build_table(get_spec("II"), tmp_path / "none")
+    vox_col = next(c for c in ii.spec.columns if c.metric == "hd95_vox")
+    assert header(ii, vox_col) == vox_col.header and ii.unit_of(vox_col) == ("voxel", True)
+
+
+FIELD = REPO.parent / "shared" / "FIELD.md"
+#: reference row id -> the method cell of its line in ../shared/FIELD.md's ACDC table
+FIELD_ROWS = {
+    "ref-unet": "U-Net, labelled only",
+    "ref-fully": "U-Net, all 70 patients",
+    "ref-ua-mt": "UA-MT",
+    "ref-sassnet": "SASSNet",
+    "ref-dtc": "DTC",
+    "ref-urpc": "URPC",
+    "ref-mc-net": "MC-Net",
+    "ref-ss-net": "SS-Net",
+    "ref-cps": "CPS",
+    "ref-ctct": "Cross Teaching CNN–Transformer",
+    "ref-unimatch": "UniMatch",
+    "ref-unimatch-crossmatch": "UniMatch",
+    "ref-bcp": "BCP",
+    "ref-ad-mt": "AD-MT (ECCV'24)",
+    "ref-abd": "ABD (CVPR'24)",
+}
+ACDC_SPECS = ("acdc_cpu.yaml", "acdc_cpu_lab3.yaml", "acdc_sota.yaml")
+
+
+@pytest.mark.parametrize("name", ACDC_SPECS)
+def test_acdc_benchmark_specs(name):
+    """The ACDC benchmark specs: registered methods only, both checkpoints, every reference row with a source and
+    numbers that are on its line of ../shared/FIELD.md."""
+    from ssl_bench.core.registry import METHODS
+    from ssl_bench.reporting.tables import load_spec
+
+    spec = load_spec(REPO / "benchmarks" / name)
+    assert spec.dataset == "acdc" and spec.seeds == [0, 1, 2] and spec.baseline == "unet"
+    measured = [r for r in spec.rows if not r.paper_only]
+    assert all(r.method in METHODS for r in measured), [r.method for r in measured if r.method not in METHODS]
+    want = {"unet", "fully-supervised", "mean-teacher", "ua-mt", "coranet", "bcp", "unimatch", "abd", "cps"}
+    want |= {"fixmatch", "mc-net", "urpc", "ict", "entropy-min", "pi-model", "temporal-ensembling"}
+    assert want | {"pseudo-label", "vat"} <= {r.method for r in measured}
+    assert {c.checkpoint for c in spec.columns} == {"selected", "last"}
+    refs = [r for r in spec.rows if r.paper_only]
+    assert refs and all(r.source for r in refs)
+    if name == "acdc_sota.yaml":
+        assert {c.labeled for c in spec.columns} == {3, 7} and {c.metric for c in spec.columns} == {"dice", "hd95"}
+    else:
+        assert spec.labeled == (3 if "lab3" in name else 7)
+    if not FIELD.exists():
+        return
+    lines = {}
+    for line in FIELD.read_text().splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if line.startswith("| ") and len(cells) > 3:
+            lines.setdefault(cells[0], " ".join(cells[1:4]))
+    for row in refs:
+        numbers = {float(x) for x in re.findall(r"\d+\.\d+", lines[FIELD_ROWS[row.id]])}
+        values = {v for v, _ in row.paper.values() if v is not None}
+        assert values and values <= numbers, (row.id, values - numbers)
+
+
+def test_acdc_specs_missing_and_empty_render(cli, capsys, tmp_path):
+    """`--missing` lists one command line per (method, seed); the tables render with their reference rows
+    even with no runs."""
+    bench = REPO / "benchmarks"
+    assert cli("table", bench / "acdc_cpu.yaml", "--preset", "cpu-bench", "--missing", "--results", tmp_path) == 0
+    out = capsys.readouterr().out
+    cmds = [x for x in out.splitlines() if x.startswith("ssl-bench run ")]
+    assert len(cmds) == 18 * 3 and len(set(cmds)) == len(cmds)
+    assert f"ssl-bench run --method bcp --dataset acdc --labeled 7 --seed 2 --preset cpu-bench --out {tmp_path}" in cmds
+    assert "# reference rows (published numbers, nothing to run): U-Net, labelled only; U-Net, all 70" in out
+    assert cli("table", bench / "acdc_cpu_lab3.yaml", "--preset", "cpu-bench", "--missing", "--results", tmp_path) == 0
+    out = capsys.readouterr().out
+    assert "ssl-bench run --method abd --dataset acdc --labeled 3 --seed 0 --preset cpu-bench" in out
+    args = ["--preset", "cpu-bench", "--results", tmp_path, "--tables-dir", tmp_path / "t"]
+    assert cli("table", bench / "acdc_sota.yaml", *args) == 0
+    out = capsys.readouterr().out
+    assert "| ABD (CVPR 2024) (reported [d]) | 89.81 | 1.46 | - | - | 88.96 | - | - | - |" in out
+    assert (
+        "| UniMatch, CrossMatch's re-run (last checkpoint) (reported [d]) | - | - | 88.08 | 2.09 | - | - | 84.38 |"
+        in out
+    )
+    assert "| BCP | — | — |" in out and "[e] ZhenZHAO/AD-MT training-logs/performance_acdc_lb7.txt" in out
+    assert (tmp_path / "t" / "acdc-sota-cpu-bench.md").exists()
+
+
+def test_checkpoint_columns_fill_from_real_select_both_runs(cli, capsys, tmp_path):
+    """One real smoke run with trainer.select=both: the last column is its eval/test-last, the val-selected one its
+    eval/test, through `ssl-bench table FILE --dataset acdc=cardiac-phantom`."""
+    from ssl_bench.reporting.tables import build_table, load_spec
+    from ssl_bench.training.runner import resolve_config, start_run
+
+    sets = {**FAST, "trainer.val_every": 1, **CKPT_SET}
+    cfg = resolve_config("unet", "cardiac-phantom", preset="smoke", seed=0, labeled=7, overrides=sets)
+    start_run(cfg, out=tmp_path / "runs", progress=False, echo=lambda s: None)
+    spec = load_spec(REPO / "benchmarks" / "acdc_cpu.yaml")
+    t = build_table(
+        spec, tmp_path / "runs", preset="smoke", seeds=[0], dataset_map={"acdc": "cardiac-phantom"}, overrides=sets
+    )
+    (run,) = t.cell("unet", "mean").runs
+    for key, folder in (("mean", "test"), ("mean-last", "test-last")):
+        summary = json.loads((run.path / "eval" / folder / "summary.json").read_text())
+        assert t.cell("unet", key).mean == pytest.approx(100 * summary["foreground_mean"]["dice"])
+        assert t.cell("unet", key.replace("mean", "hd95")).n == (
+            0 if math.isnan(summary["foreground_mean"]["hd95"]) else 1
+        )
+    assert (
+        t.unit_of(spec.columns[4])[0] == json.loads((run.path / "eval/test/summary.json").read_text())["spacing_unit"]
+    )
+    args = ["table", REPO / "benchmarks" / "acdc_cpu.yaml", "--results", tmp_path / "runs", "--preset", "smoke"]
+    args += ["--dataset", "acdc=cardiac-phantom", "--seeds", "0", "--no-write"]
+    for key, value in sets.items():
+        args += ["--set", f"{key}={value}"]
+    assert cli(*args) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("| U-Net (labelled only) |"))
+    assert line.count("(n=1)") >= 8  # DSC per class and mean, val-selected and last

@@ -7,6 +7,7 @@ Modules (everything public is re-exported here, as ``ssl_bench.reporting.tables.
   :func:`finished_runs_like`) and the cell's aggregate over seeds (:class:`Cell`, :class:`TableResult`);
 - :mod:`.stats`: mean ± sample std over seeds, the paired Wilcoxon test against the baseline row;
 - :mod:`.build`: :func:`build_table`, a table filled from the finished runs;
+- :mod:`.notes`: the layout, column headers (with distance units), row labels (reference rows, sources), footnotes;
 - :mod:`.renderers`: Markdown, LaTeX, CSV, HTML, provenance JSON, :func:`write_table`;
 - :mod:`.missing`: the runs a table still needs (``--missing``) and running them (``--run-missing``).
 
@@ -33,6 +34,8 @@ from ssl_bench.reporting.tables.cells import (
     parse_dataset_map,
     resolve_selector,
     run_value,
+    scores_folder,
+    summary_of,
     variant_items,
     variant_of,
 )
@@ -43,9 +46,9 @@ from ssl_bench.reporting.tables.missing import (
     render_missing,
     run_missing,
 )
+from ssl_bench.reporting.tables.notes import footnotes, header, shows_paper, source_marks
 from ssl_bench.reporting.tables.renderers import (
     FORMATS,
-    footnotes,
     provenance,
     render,
     tex_escape,
@@ -53,6 +56,7 @@ from ssl_bench.reporting.tables.renderers import (
     write_table,
 )
 from ssl_bench.reporting.tables.spec import (
+    CHECKPOINTS,
     OVERLAP,
     SPEC_ERRORS,
     ColumnSpec,
@@ -85,6 +89,7 @@ __all__ = [
     "variant_of",
     "write_table",
     # also used as ``tables.X`` by the CLI, leaderboard, figures and tests
+    "CHECKPOINTS",
     "FORMATS",
     "MATCH_KEYS",
     "OVERLAP",
@@ -97,6 +102,7 @@ __all__ = [
     "expected_config",
     "finished_runs_of",
     "footnotes",
+    "header",
     "literal_expected",
     "map_dataset",
     "matches",
@@ -105,6 +111,10 @@ __all__ = [
     "register_tables",
     "resolve_selector",
     "run_value",
+    "scores_folder",
+    "shows_paper",
+    "source_marks",
+    "summary_of",
     "tex_escape",
     "to_frame",
     "wilcoxon_p",

@@ -17,6 +17,8 @@ from ssl_bench.reporting.tables.cells import (
     matches,
     resolve_selector,
     run_value,
+    scores_folder,
+    summary_of,
 )
 from ssl_bench.reporting.tables.spec import TableSpec, get_spec
 from ssl_bench.reporting.tables.stats import _mean_std, wilcoxon_p
@@ -70,7 +72,11 @@ def build_table(
             if sel is not None and sel.dataset != normalize_name(original):
                 cell.paper_dataset = original
             if sel is None:
-                cell.reason = "paper only: results cited by the paper, no implementation"
+                cell.reason = (
+                    f"reference row: published numbers ({row.source}), nothing to run"
+                    if row.source
+                    else "paper only: results cited by the paper, no implementation"
+                )
             else:
                 expected, reason = resolve_selector(sel)
                 cell.runnable, cell.reason = expected is not None, reason
@@ -78,14 +84,15 @@ def build_table(
                 for seed in seeds:
                     of_seed = sorted((r for r in matched if r.get("seed") == seed), key=lambda r: r.run_id)
                     if of_seed:
-                        cell.runs.append(of_seed[-1])
+                        scored = scores_folder(of_seed[-1], col.checkpoint) is not None
+                        (cell.runs if scored else cell.unscored).append(of_seed[-1])
                         cell.duplicates += len(of_seed) - 1
-                cell.values = [col.scale * run_value(r, col.metric, col.cls) for r in cell.runs]
+                cell.values = [col.scale * run_value(r, col.metric, col.cls, col.checkpoint) for r in cell.runs]
                 cell.mean, cell.std, cell.n = _mean_std(cell.values)
                 for r in cell.runs:
-                    units = r.summary().get("distance_units") or {}
-                    if col.metric in units:
-                        result.distance_units[col.metric] = units[col.metric]
+                    units = summary_of(r, col.checkpoint).get("distance_units") or {}
+                    if col.is_distance and col.metric in units:
+                        result.distance_units.setdefault(col.key, set()).add(units[col.metric])
             result.cells[(row.id, col.key)] = cell
     # best per column, Wilcoxon against the baseline row
     for col in spec.columns:
@@ -103,6 +110,6 @@ def build_table(
             base = result.cells[(base_id, col.key)]
             if not base.measured:
                 continue
-            c.p_value = wilcoxon_p(c.runs, base.runs, col.metric, col.cls)
+            c.p_value = wilcoxon_p(c.runs, base.runs, col.metric, col.cls, col.checkpoint)
             c.significant = c.p_value is not None and c.p_value < alpha
     return result

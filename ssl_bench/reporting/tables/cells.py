@@ -5,8 +5,9 @@ cell's (``ssl-bench run`` with the cell's method, dataset, budget, preset, backb
 keys, resolved by the current code), every key but the seed and a few that cannot change scores (``UNMATCHED_KEYS``).
 So a run made with an extra ``--set trainer.epochs=100``, or before a preset changed, fills no cell of the plain
 preset. One run per seed (the newest if several). The cell value is, per run, the mean over test cases (per
-class, or the foreground mean), then mean ± sample std (ddof=1) over the seeds, with n. Paper values and
-Δ = measured − paper are shown beside.
+class, or the foreground mean) of the column's checkpoint (:func:`scores_folder`: ``eval/test`` or
+``eval/test-last``), then mean ± sample std (ddof=1) over the seeds, with n. Paper values and Δ = measured − paper
+are shown beside.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 from ssl_bench.core.config import format_config_value
 from ssl_bench.core.errors import SSLBenchError
 from ssl_bench.core.registry import normalize_name
-from ssl_bench.reporting.tables.spec import ColumnSpec, RowSpec, TableSpec
+from ssl_bench.reporting.tables.spec import CHECKPOINTS, OVERLAP, ColumnSpec, RowSpec, TableSpec
 
 #: config keys compared when matching a run to a cell (plus a row's/column's ``set`` keys)
 MATCH_KEYS = (
@@ -301,6 +302,9 @@ class Cell:
     significant: bool = False
     best: bool = False
     duplicates: int = 0
+    #: matched runs (one per seed) without the column checkpoint's scores (e.g. no eval/test-last): the cell stays
+    #: empty for them, and they are not missing runs (running them again would not add those scores)
+    unscored: list[Any] = field(default_factory=list)
     #: the paper's dataset when ``--dataset FROM=TO`` replaced it (the paper value is then not comparable)
     paper_dataset: str | None = None
 
@@ -324,7 +328,8 @@ class TableResult:
     results_dirs: list[Path]
     cells: dict[tuple[str, str], Cell]
     n_runs_found: int = 0
-    distance_units: dict[str, str] = field(default_factory=dict)
+    #: per distance column key: the units its runs' summary.json give (``spacing_unit``: "mm" or "voxel")
+    distance_units: dict[str, set[str]] = field(default_factory=dict)
     #: ``--set`` keys every cell's runs were made with (on top of the spec's own)
     overrides: dict[str, Any] = field(default_factory=dict)
 
@@ -346,6 +351,24 @@ class TableResult:
             stem += "-" + re.sub(r"[^A-Za-z0-9_.]+", "_", key.rsplit(".", 1)[-1] + format_config_value(value))
         return stem
 
+    def unit_of(self, col: ColumnSpec) -> tuple[str, bool]:
+        """``(unit, read from the runs)`` of a column: "%" for overlap metrics, "voxel" for ``*_vox``; for the other
+        distances the unit the runs' summary.json record, or, before any run, the dataset's default
+        (``spacing_unit`` of its adapter class; "mm or voxel" where unknown)."""
+        if col.metric in OVERLAP:
+            return "%", True
+        if col.metric.endswith("_vox"):
+            return "voxel", True
+        seen = self.distance_units.get(col.key)
+        if seen:
+            return "/".join(sorted(seen)), True
+        from ssl_bench.core.registry import DATASETS
+
+        names = {c.selector.dataset for c in self.cells.values() if c.column.key == col.key and c.selector}
+        names = names or {map_dataset(col.dataset or self.spec.dataset, self.dataset_map)}
+        units = {DATASETS.get(n).spacing_unit if n in DATASETS else "mm or voxel" for n in names}
+        return "/".join(sorted(units)), False
+
     @property
     def setting(self) -> str:
         """``preset `cpu``` plus the ``--set`` keys, for titles."""
@@ -355,10 +378,42 @@ class TableResult:
         return text
 
 
-def run_value(run: Any, metric: str, cls: int | None) -> float:
+def scores_folder(run: Any, checkpoint: str = "selected") -> str | None:
+    """The ``eval/<folder>`` holding ``run``'s test scores of ``checkpoint`` (a column's), None if it has none:
+    ``selected``: ``test`` (the model the run selected: best validation Dice for ``trainer.select`` best-val/both,
+    the last model if validation never ran or for ``select=last``); ``last``: ``test-last`` (written by
+    ``select=both``), else ``test`` where its summary says the last model was tested."""
+    if checkpoint not in CHECKPOINTS:
+        raise ValueError(f"checkpoint must be one of {list(CHECKPOINTS)}, got {checkpoint!r}")
+    folder = CHECKPOINTS[checkpoint]
+    if (Path(run.path) / "eval" / folder / "per_case.csv").exists():
+        return folder
+    if checkpoint == "last" and str(run.summary().get("checkpoint", "")).startswith("last"):
+        return "test"
+    return None
+
+
+def _scores(run: Any, checkpoint: str) -> Any:
+    """``run``'s per-case scores of ``checkpoint`` (an empty frame if it has none)."""
+    folder = scores_folder(run, checkpoint)
+    if folder is None:
+        import pandas as pd
+
+        return pd.DataFrame(columns=["case", "class"])
+    return run.per_case() if folder == "test" else run.per_case(folder)
+
+
+def summary_of(run: Any, checkpoint: str = "selected") -> dict[str, Any]:
+    """``run``'s summary.json of ``checkpoint`` ({} if it has none)."""
+    folder = scores_folder(run, checkpoint)
+    return {} if folder is None else run.summary() if folder == "test" else run.summary(folder)
+
+
+def run_value(run: Any, metric: str, cls: int | None, checkpoint: str = "selected") -> float:
     """Mean over test cases of ``metric`` for class ``cls`` (NaN cases skipped), or the foreground mean (``None``):
-    the mean over classes of those per-class means (as ``summary.json``'s ``foreground_mean``)."""
-    pc = run.per_case()
+    the mean over classes of those per-class means (as ``summary.json``'s ``foreground_mean``); of the model
+    ``checkpoint`` names (:func:`scores_folder`; NaN if the run has no scores of it)."""
+    pc = _scores(run, checkpoint)
     if metric not in pc.columns:
         return math.nan
     per_class = pc.groupby("class")[metric].mean()  # pandas skips NaN
@@ -368,9 +423,10 @@ def run_value(run: Any, metric: str, cls: int | None) -> float:
     return float(finite.mean()) if len(finite) else math.nan
 
 
-def case_values(run: Any, metric: str, cls: int | None) -> Any:
-    """Per-case values (a Series indexed by case) of ``metric`` for class ``cls``, or the mean over classes."""
-    pc = run.per_case()
+def case_values(run: Any, metric: str, cls: int | None, checkpoint: str = "selected") -> Any:
+    """Per-case values (a Series indexed by case) of ``metric`` for class ``cls``, or the mean over classes, of the
+    model ``checkpoint`` names (empty if the run has no scores of it)."""
+    pc = _scores(run, checkpoint)
     if metric not in pc.columns:
         import pandas as pd
 

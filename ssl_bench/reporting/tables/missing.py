@@ -55,7 +55,7 @@ def plan_missing(
     for cell in result.cells.values():
         if cell.selector is None:
             continue
-        have = {r.get("seed") for r in cell.runs}
+        have = {r.get("seed") for r in (*cell.runs, *cell.unscored)}  # a finished run is not run again
         for seed in result.seeds:
             if seed in have:
                 continue
@@ -132,9 +132,12 @@ def render_missing(result: TableResult, plan: list[MissingRun], out: str | Path,
         for reason, items in blocked.items():
             rows = sorted({r for m in items for r in m.rows})
             lines.append(f"#   {', '.join(rows)} ({len(items)} run(s)): {reason}")
-    paper_only = [r.label for r in result.spec.rows if r.paper_only]
+    paper_only = [r.label for r in result.spec.rows if r.paper_only and not r.source]
     if paper_only:
         lines.append(f"# paper-only rows (results cited by the paper, nothing to run): {', '.join(paper_only)}")
+    reported = [r.label for r in result.spec.rows if r.paper_only and r.source]
+    if reported:
+        lines.append(f"# reference rows (published numbers, nothing to run): {'; '.join(reported)}")
     for name in sorted({m.selector.dataset for m in todo}):
         if name in DATASETS:
             cls = DATASETS.get(name)

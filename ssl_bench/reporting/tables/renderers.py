@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from ssl_bench.core.errors import ConfigError
-from ssl_bench.reporting.tables.cells import Cell, TableResult
-from ssl_bench.reporting.tables.spec import OVERLAP, RowSpec, TableSpec
+from ssl_bench.reporting.tables.cells import Cell, TableResult, scores_folder
+from ssl_bench.reporting.tables.notes import footnotes, header, row_label, shows_paper, source_marks
+from ssl_bench.reporting.tables.spec import RowSpec, TableSpec
 
 FORMATS = ("md", "tex", "csv", "html")
 
@@ -39,23 +40,22 @@ def _paper_text(cell: Cell, tex: bool = False) -> str:
     return text
 
 
-def _measured_parts(cell: Cell) -> tuple[str, str, str]:
-    """(value, spread, marker) of a measured cell; ("—", "", "") if empty."""
+def _reported_text(cell: Cell) -> str:
+    """A reference row's published value (shown in a value column when the table has no paper columns)."""
+    if cell.paper is None:
+        return "-"
+    return _num(cell.paper) + (f" ({_num(cell.paper_std)})" if cell.paper_std is not None else "")
+
+
+def _measured_parts(cell: Cell, paper_columns: bool = True) -> tuple[str, str, str]:
+    """(value, spread, marker) of a measured cell; ("—", "", "") if empty; a reference row's published value
+    when the table has no paper columns."""
+    if cell.row.paper_only and not paper_columns:
+        return _reported_text(cell), "", ""
     if not cell.measured:
         return "—", "", ""
     spread = f" ± {_num(cell.std)}" if cell.n > 1 else ""
     return _num(cell.mean), f"{spread} (n={cell.n})", "†" if cell.significant else ""
-
-
-def _row_label(row: RowSpec, cells: list[Cell]) -> str:
-    label = row.label
-    if row.paper_only:
-        return f"{label} (paper only)"
-    if not row.in_paper:
-        return f"{label} (not in paper)"
-    if cells and not any(c.runnable for c in cells) and not any(c.measured for c in cells):
-        return f"{label} (not runnable yet)"
-    return label
 
 
 def _row_groups(spec: TableSpec) -> list[tuple[str | None, list[RowSpec]]]:
@@ -66,62 +66,6 @@ def _row_groups(spec: TableSpec) -> list[tuple[str | None, list[RowSpec]]]:
         else:
             groups.append((row.group, [row]))
     return groups
-
-
-def footnotes(result: TableResult) -> list[str]:
-    """The notes printed under a table: cell definition, markers, empty-mask policy, units, preset, gaps."""
-    from ssl_bench.core.config import PRESETS
-    from ssl_bench.evaluation.metrics import EMPTY_POLICY_TEXT
-
-    spec = result.spec
-    base_rows = sorted({spec.baseline_of(r) for r in spec.rows} - {None})
-    base_labels = ", ".join(
-        spec.row(b).label + (f" ({spec.row(b).group})" if spec.row(b).group else "") for b in base_rows
-    )
-    preset = PRESETS.get(result.preset, {})
-    preset_text = ", ".join(f"{k}={v}" for k, v in preset.items())
-    preset_text += "; datasets and methods may add their own preset values, every run's config.yaml has them all"
-    notes = [
-        f"Cells: per run, the mean over test cases; then mean ± sample std (ddof=1) over seeds "
-        f"{', '.join(map(str, result.seeds))}, with n = finished runs found. Overlap metrics in %. "
-        f"Beside each: the paper's value ({spec.source or 'CoraNet'}; std in parentheses where it gives one) "
-        "and Δ = measured − paper (none where a substitute dataset was measured). '—': no finished run yet.",
-        "Bold: best measured value of the column. †: paired two-sided Wilcoxon signed-rank test "
-        "(scipy.stats.wilcoxon) on the per-case values of the column's metric (per-case DSC for DSC columns; "
-        f"each case averaged over seeds) against {base_labels or 'the baseline row'}: p < 0.05.",
-        f"Empty masks: {EMPTY_POLICY_TEXT.removeprefix('Empty masks: ')}",
-    ]
-    dist = [c for c in spec.columns if c.metric not in OVERLAP]
-    if dist:
-        unit = {c.metric: "voxel" if c.metric.endswith("_vox") else "mm" for c in dist} | result.distance_units
-        units = "; ".join(f"{c.label} = {c.metric} in {unit[c.metric]}" for c in dist)
-        notes.append(f"Distances: {units} (voxel distances ignore the spacing, as the paper's).")
-    else:
-        notes.append("Distances: none in this table.")
-    datasets = sorted({c.selector.dataset for c in result.cells.values() if c.selector})
-    mapped = ""
-    if result.dataset_map:
-        mapped = " (substituted: " + ", ".join(f"{k}→{v}" for k, v in sorted(result.dataset_map.items())) + ")"
-    from ssl_bench.core.registry import DATASETS
-
-    for name in datasets:  # a dataset's own preset values override the global ones
-        if name in DATASETS and DATASETS.get(name).presets.get(result.preset):
-            own = ", ".join(f"{k}={v}" for k, v in DATASETS.get(name).presets[result.preset].items())
-            preset_text += f"; {name}: {own}"
-    if result.overrides:
-        preset_text += "; every run also with " + ", ".join(f"{k}={v}" for k, v in result.overrides.items())
-    notes.append(
-        f"Preset: {result.preset} ({preset_text}); dataset(s): {', '.join(datasets) or spec.dataset}{mapped}. "
-        f"{result.n_runs_found} finished run(s) read from {', '.join(str(d) for d in result.results_dirs)}."
-    )
-    notes += spec.notes
-    blocked = {}
-    for cell in result.cells.values():
-        if not cell.runnable and not cell.row.paper_only:
-            blocked.setdefault(cell.row.label, cell.reason)
-    if blocked:
-        notes.append("Not runnable yet: " + "; ".join(f"{k}: {v}" for k, v in blocked.items()) + ".")
-    return notes
 
 
 def render(result: TableResult, fmt: str = "md") -> str:
@@ -148,20 +92,21 @@ def _render_md(result: TableResult) -> str:
         lines += [f"*Paper caption:* {spec.caption}", ""]
     if spec.protocol:
         lines += [f"*Protocol:* {spec.protocol}", ""]
-    header = ["Method"]
+    paper, marks = shows_paper(spec), source_marks(spec)
+    head = ["Method"]
     for col in spec.columns:
-        header += [_md_escape(col.header), "paper"]
-    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        head += [_md_escape(header(result, col)), *(["paper"] if paper else [])]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for group, rows in _row_groups(spec):
         if group:
-            lines.append("| " + " | ".join([f"*{_md_escape(group)}*", *[""] * (len(header) - 1)]) + " |")
+            lines.append("| " + " | ".join([f"*{_md_escape(group)}*", *[""] * (len(head) - 1)]) + " |")
         for row in rows:
             cells = [result.cell(row.id, c.key) for c in spec.columns]
-            out = [_md_escape(_row_label(row, cells))]
+            out = [_md_escape(row_label(row, cells, paper, marks))]
             for cell in cells:
-                value, spread, marker = _measured_parts(cell)
+                value, spread, marker = _measured_parts(cell, paper)
                 text = f"**{value}**" if cell.best else value
-                out += [f"{text}{spread}{marker}", _paper_text(cell)]
+                out += [f"{text}{spread}{marker}", *([_paper_text(cell)] if paper else [])]
             lines.append("| " + " | ".join(out) + " |")
     lines.append("")
     lines += [f"{i}. {_md_escape(n)}" for i, n in enumerate(footnotes(result), 1)]
@@ -185,15 +130,18 @@ def tex_escape(text: str) -> str:
 def _render_tex(result: TableResult) -> str:
     spec = result.spec
     setting = tex_escape(result.setting.replace("`", ""))
-    ncol = 1 + 2 * len(spec.columns)
+    paper, marks = shows_paper(spec), source_marks(spec)
+    per = 2 if paper else 1
+    ncol = 1 + per * len(spec.columns)
     lines = [
         "% generated by `ssl-bench table` (needs \\usepackage{booktabs})",
         r"\begin{table}[t]",
         r"\centering\small",
         rf"\caption{{Table {tex_escape(spec.id)}: {tex_escape(spec.title)} ({setting})}}",
-        rf"\begin{{tabular}}{{l{'rl' * len(spec.columns)}}}",
+        rf"\begin{{tabular}}{{l{('rl' if paper else 'r') * len(spec.columns)}}}",
         r"\toprule",
-        " & ".join(["Method", *[f"{tex_escape(c.header)} & paper" for c in spec.columns]]) + r" \\",
+        " & ".join(["Method", *[tex_escape(header(result, c)) + (" & paper" if paper else "") for c in spec.columns]])
+        + r" \\",
         r"\midrule",
     ]
     for group, rows in _row_groups(spec):
@@ -201,11 +149,11 @@ def _render_tex(result: TableResult) -> str:
             lines.append(rf"\multicolumn{{{ncol}}}{{l}}{{\textit{{{tex_escape(group)}}}}} \\")
         for row in rows:
             cells = [result.cell(row.id, c.key) for c in spec.columns]
-            out = [tex_escape(_row_label(row, cells))]
+            out = [tex_escape(row_label(row, cells, paper, marks))]
             for cell in cells:
-                value, spread, marker = _measured_parts(cell)
+                value, spread, marker = _measured_parts(cell, paper)
                 text = rf"\textbf{{{value}}}" if cell.best else tex_escape(value)
-                out += [text + tex_escape(spread + marker), tex_escape(_paper_text(cell))]
+                out += [text + tex_escape(spread + marker), *([tex_escape(_paper_text(cell))] if paper else [])]
             lines.append(" & ".join(out) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}", ""]
     lines += [r"\par\footnotesize " + tex_escape(n) for n in footnotes(result)]
@@ -217,19 +165,22 @@ def _render_html(result: TableResult) -> str:
     from html import escape
 
     spec = result.spec
-    head = "".join(f"<th>{escape(c.header)}</th><th>paper</th>" for c in spec.columns)
+    paper, marks = shows_paper(spec), source_marks(spec)
+    head = "".join(f"<th>{escape(header(result, c))}</th>" + ("<th>paper</th>" if paper else "") for c in spec.columns)
     body = []
     for group, rows in _row_groups(spec):
         if group:
-            body.append(f'<tr><td colspan="{1 + 2 * len(spec.columns)}"><i>{escape(group)}</i></td></tr>')
+            span = 1 + (2 if paper else 1) * len(spec.columns)
+            body.append(f'<tr><td colspan="{span}"><i>{escape(group)}</i></td></tr>')
         for row in rows:
             cells = [result.cell(row.id, c.key) for c in spec.columns]
-            tds = [f"<td>{escape(_row_label(row, cells))}</td>"]
+            tds = [f"<td>{escape(row_label(row, cells, paper, marks))}</td>"]
             for cell in cells:
-                value, spread, marker = _measured_parts(cell)
+                value, spread, marker = _measured_parts(cell, paper)
                 text = f"<b>{value}</b>" if cell.best else escape(value)
                 sup = f"<sup>{marker}</sup>" if marker else ""
-                tds.append(f"<td>{text}{escape(spread)}{sup}</td><td>{escape(_paper_text(cell))}</td>")
+                ptd = f"<td>{escape(_paper_text(cell))}</td>" if paper else ""
+                tds.append(f"<td>{text}{escape(spread)}{sup}</td>{ptd}")
             body.append("<tr>" + "".join(tds) + "</tr>")
     notes = "".join(f"<li>{escape(n)}</li>" for n in footnotes(result))
     return (
@@ -254,7 +205,10 @@ def to_frame(result: TableResult) -> Any:
                 "group": cell.row.group,
                 "method": cell.row.method,
                 "column": col_key,
+                "column_group": cell.column.group,
+                "checkpoint": cell.column.checkpoint,
                 "metric": cell.column.metric,
+                "unit": result.unit_of(cell.column)[0],
                 "class": cell.column.cls if cell.column.cls is not None else "mean",
                 "mean": None if not cell.measured else round(cell.mean, 6),
                 "std": None if math.isnan(cell.std) else round(cell.std, 6),
@@ -266,9 +220,12 @@ def to_frame(result: TableResult) -> Any:
                 "p_value": cell.p_value,
                 "significant": cell.significant,
                 "in_paper": cell.row.in_paper,
+                "reference": cell.row.paper_only,
+                "source": cell.row.source or (result.spec.source if cell.paper is not None else ""),
                 "runnable": cell.runnable,
                 "reason": cell.reason,
                 "run_ids": " ".join(r.run_id for r in cell.runs),
+                "unscored_run_ids": " ".join(r.run_id for r in cell.unscored),
             }
         )
     return pd.DataFrame(rows)
@@ -286,6 +243,8 @@ def provenance(result: TableResult) -> dict[str, Any]:
                 "row": row_id,
                 "column": col_key,
                 "setting": cell.selector.describe() if cell.selector else None,
+                "checkpoint": cell.column.checkpoint,
+                "source": cell.row.source or None,
                 "runnable": cell.runnable,
                 "reason": cell.reason,
                 "mean": None if not cell.measured else cell.mean,
@@ -303,10 +262,12 @@ def provenance(result: TableResult) -> dict[str, Any]:
                         "setting_hash": r.setting,
                         "git_sha": (r.manifest.get("git") or {}).get("sha"),
                         "git_dirty": (r.manifest.get("git") or {}).get("dirty"),
+                        "scores": f"eval/{scores_folder(r, cell.column.checkpoint)}",
                         "value": v,
                     }
                     for r, v in zip(cell.runs, cell.values)
                 ],
+                "runs_without_scores": [r.run_id for r in cell.unscored],
             }
         )
     return {

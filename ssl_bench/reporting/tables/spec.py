@@ -22,17 +22,26 @@ One YAML file per table of the CoraNet paper (II–IX) in ``benchmarks/tables/``
       #   metric: a per_case.csv column (dice, jaccard, precision, recall, hd95_vox, asd_vox, ...)
       #   class: foreground class index; omitted = foreground mean (mean over classes of per-class means)
       #   dataset / labeled / backbone / set: per-column run settings (Table III ratios, Table VI 2D vs 3D)
+      #   checkpoint: which tested model's scores: "selected" (default; eval/test, the model the run selected) or
+      #     "last" (eval/test-last of trainer.select=both, or eval/test where that is the last model); a run without
+      #     them leaves the cell empty. Two column groups "val-selected" / "last" show both (FIELD.md pitfall 1).
+      #   metric hd95 / asd / hd / assd: in mm where the data carry a spacing, else voxels (summary.json
+      #     spacing_unit; the header says which); *_vox: always voxels
     rows:
       - id: ours                        # unique within the table
         label: "Ours (CoraNet)"
         group: "Backbone: V-Net"        # optional section header
-        method: coranet                 # registered method name; null = a row the paper only cites
+        method: coranet                 # registered method name; null = a reference row: published numbers only,
+                                        #   never run, never bold, never in the Wilcoxon test
         estimator: crm                  # optional: --estimator
         alpha: 2                        # optional: --set params.alpha=2
         backbone: vnet                  # optional: --backbone
         dataset / labeled / set         # optional per-row run settings
         in_paper: true                  # false: a row we add (e.g. a baseline), no paper values
         paper: {RV: [82.69, 0.48], ...} # the paper's value per column: number, [mean, std] or null ("-")
+        source: "BCP, CVPR 2023, Tab. 1" # optional: where this row's paper values come from (default the table's
+                                        #   source), rendered as a footnote; with a source, paper values may be given
+                                        #   for some columns only (the others are "-")
 """
 
 from __future__ import annotations
@@ -48,6 +57,8 @@ from ssl_bench.core.errors import ConfigError, SSLBenchError
 from ssl_bench.core.registry import TABLES, normalize_name
 
 OVERLAP = ("dice", "jaccard", "precision", "recall")
+#: column ``checkpoint`` values -> the eval folder read first (see :func:`.cells.scores_folder`)
+CHECKPOINTS = {"selected": "test", "last": "test-last"}
 SPEC_ERRORS: dict[str, str] = {}
 
 
@@ -62,6 +73,7 @@ class ColumnSpec:
     labeled: float | None = None
     backbone: str | None = None
     set: dict[str, Any] = field(default_factory=dict)
+    checkpoint: str = "selected"
 
     @property
     def scale(self) -> float:
@@ -76,10 +88,8 @@ class ColumnSpec:
         return f"{self.group} {self.label}" if self.group else self.label
 
     @property
-    def unit(self) -> str:
-        if self.metric in OVERLAP:
-            return "%"
-        return "voxel" if self.metric.endswith("_vox") else "mm (dataset spacing; voxels without one)"
+    def is_distance(self) -> bool:
+        return self.metric not in OVERLAP
 
 
 @dataclass(frozen=True)
@@ -98,9 +108,12 @@ class RowSpec:
     in_paper: bool = True
     paper: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
     note: str = ""
+    #: where the paper values come from, if not the table's source (a reference row's publication)
+    source: str = ""
 
     @property
     def paper_only(self) -> bool:
+        """A reference row: published numbers, no method (nothing to run or measure)."""
         return self.method is None
 
 
@@ -172,12 +185,17 @@ def load_spec(path: str | Path) -> TableSpec:
     for needed in ("id", "title", "dataset", "labeled", "columns", "rows"):
         if needed not in data:
             raise ConfigError(f"{where}: missing {needed!r}")
-    col_keys = {"key", "label", "metric", "class", "group", "dataset", "labeled", "backbone", "set"}
+    col_keys = {"key", "label", "metric", "class", "group", "dataset", "labeled", "backbone", "set", "checkpoint"}
     columns = []
     for i, c in enumerate(data["columns"]):
         _check_keys(c, col_keys, f"{where} column {i}")
         if "key" not in c or "metric" not in c:
             raise ConfigError(f"{where} column {i}: needs 'key' and 'metric'")
+        checkpoint = str(c.get("checkpoint", "selected"))
+        if checkpoint not in CHECKPOINTS:
+            raise ConfigError(
+                f"{where} column {c['key']}: checkpoint must be one of {list(CHECKPOINTS)}, got {checkpoint!r}"
+            )
         columns.append(
             ColumnSpec(
                 key=str(c["key"]),
@@ -189,13 +207,14 @@ def load_spec(path: str | Path) -> TableSpec:
                 labeled=c.get("labeled"),
                 backbone=c.get("backbone"),
                 set=dict(c.get("set") or {}),
+                checkpoint=checkpoint,
             )
         )
     keys = [c.key for c in columns]
     if len(set(keys)) != len(keys):
         raise ConfigError(f"{where}: duplicate column keys {keys}")
     row_keys = {"id", "label", "method", "estimator", "alpha", "backbone", "dataset", "labeled", "set", "group"}
-    row_keys |= {"baseline", "in_paper", "paper", "note"}
+    row_keys |= {"baseline", "in_paper", "paper", "note", "source"}
     rows = []
     for i, r in enumerate(data["rows"]):
         rw = f"{where} row {r.get('id', i)}"
@@ -208,7 +227,10 @@ def load_spec(path: str | Path) -> TableSpec:
                 raise ConfigError(f"{rw}: paper value for unknown column {k!r} (columns: {keys})")
             paper[str(k)] = _paper_value(v, rw)
         in_paper = bool(r.get("in_paper", True))
-        if in_paper and set(paper) != set(keys):
+        source = " ".join(str(r.get("source") or "").split())
+        if source:  # a publication of its own: it gives what it gives
+            paper, in_paper = {k: paper.get(k, (None, None)) for k in keys}, True
+        elif in_paper and set(paper) != set(keys):
             raise ConfigError(f"{rw}: paper values needed for every column {keys} (null for '-'), got {sorted(paper)}")
         rows.append(
             RowSpec(
@@ -226,6 +248,7 @@ def load_spec(path: str | Path) -> TableSpec:
                 in_paper=in_paper,
                 paper=paper,
                 note=str(r.get("note", "")),
+                source=source,
             )
         )
     ids = [r.id for r in rows]

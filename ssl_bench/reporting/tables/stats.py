@@ -19,15 +19,17 @@ def _mean_std(values: list[float]) -> tuple[float, float, int]:
     return mean, std, n
 
 
-def wilcoxon_p(cell_runs: list[Any], base_runs: list[Any], metric: str, cls: int | None) -> float | None:
+def wilcoxon_p(
+    cell_runs: list[Any], base_runs: list[Any], metric: str, cls: int | None, checkpoint: str = "selected"
+) -> float | None:
     """Two-sided paired Wilcoxon signed-rank test (scipy, zero_method "wilcox") of per-case values (each case's
-    value averaged over the cell's seeds) against the baseline's; cases paired by id, NaN pairs dropped. None
-    when there is nothing to test (no pairs, or every difference is 0)."""
+    value averaged over the cell's seeds) against the baseline's, both of the model ``checkpoint`` names; cases
+    paired by id, NaN pairs dropped. None when there is nothing to test (no pairs, or every difference is 0)."""
     import pandas as pd
     from scipy.stats import wilcoxon
 
     def per_case(runs: list[Any]) -> pd.Series:
-        return pd.concat([case_values(r, metric, cls) for r in runs], axis=1).mean(axis=1)
+        return pd.concat([case_values(r, metric, cls, checkpoint) for r in runs], axis=1).mean(axis=1)
 
     if not cell_runs or not base_runs:
         return None
