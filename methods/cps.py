@@ -81,11 +81,6 @@ class CPS(CoTrainingMethod):
         # sigmoid_rampup(iter // 150, 200) over 30,000 iterations, one forward of 12 + 12 images per network, test
         # model1
         "ssl4mis": {
-            "params.loss": "ce+dice-ssl4mis",
-            "params.weight": 0.1,
-            "params.rampup": 1.0,
-            "params.ramp_levels": 200,
-            "params.joint_bn": True,
             "params.cps_on": "unlabeled",
             "params.predict_with": "first",
         },

@@ -45,14 +45,10 @@ ENTROPY_ON = ("all", "unlabeled")
 #: SSL4MIS train_entropy_minimization_2D.py: 0.1 x sigmoid_rampup(iter // 150, 200) x entropy_loss(p, C=4) over the
 #: whole batch of 12 + 12 in one forward
 SSL4MIS = {
-    "params.weight": 0.1,
-    "params.rampup": 1.0,
-    "params.ramp_levels": 200,
     "params.mute": 0.0,
     "params.entropy_on": "all",
     "params.normalize": True,
     "params.eps": 1e-6,
-    "params.joint_bn": True,
 }
 
 
@@ -88,7 +84,6 @@ class EntropyMin(ConsistencyMethod):
         "cpu": {},
         "paper": {"params.rampup": 1.0},
         "ssl4mis": SSL4MIS,
-        "cpu-bench": SSL4MIS,  # the ssl4mis recipe shrunk to a CPU (ssl_bench.core.config)
     }
 
     def __init__(self, cfg: Any, ctx: MethodContext, **kwargs: Any) -> None:

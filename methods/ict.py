@@ -61,9 +61,6 @@ SSL4MIS = {
     "params.ema_decay": 0.99,
     "params.ema_warmup": True,
     "params.noise_std": 0.0,
-    "params.weight": 0.1,
-    "params.rampup": 1.0,
-    "params.ramp_levels": 200,
     "params.mute": 0.0,
     "params.eval_model": "student",
 }
@@ -125,7 +122,6 @@ class ICT(MeanTeacher):
         "cpu": {},
         "paper": {"params.rampup": 1.0},
         "ssl4mis": SSL4MIS,
-        "cpu-bench": SSL4MIS,  # the ssl4mis recipe shrunk to a CPU (ssl_bench.core.config)
     }
 
     def __init__(self, cfg: Any, ctx: MethodContext, **kwargs: Any) -> None:

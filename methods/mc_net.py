@@ -116,10 +116,6 @@ class MCNet(CoTrainingMethod):
         "ssl4mis": {
             "params.dice_only": True,
             "params.sup_weight": 1.0,
-            "params.weight": 0.1,
-            "params.rampup": 1.0,
-            "params.ramp_levels": 200,
-            "params.joint_bn": True,
             "params.temperature": 0.1,
             "params.upsampling": ("bilinear", "transposed"),
             "params.consistency_on": "all",

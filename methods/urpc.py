@@ -131,11 +131,6 @@ class URPC(ConsistencyMethod):
         # HiLab-git/SSL4MIS train_uncertainty_rectified_pyramid_consistency_2D.py with UNet_URPC: 0.5 (CE + Dice)
         # averaged over the 4 scales, consistency 0.1 x sigmoid_rampup(iter // 150, 200), one forward of 12 + 12
         "ssl4mis": {
-            "params.loss": "ce+dice-ssl4mis",
-            "params.weight": 0.1,
-            "params.rampup": 1.0,
-            "params.ramp_levels": 200,
-            "params.joint_bn": True,
             "params.perturbations": ("dropout", "feature-dropout", "feature-noise"),
             "params.dropout_p": 0.5,
             "params.feature_dropout_range": (0.7, 0.9),
