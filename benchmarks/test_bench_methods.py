@@ -52,6 +52,16 @@ METHODS_2D = (
     "pseudo-label",
     "vat",
     "coranet",
+    "fixmatch",
+    "unimatch",
+    "cps",
+    "bcp",
+    "abd",
+    "urpc",
+    "mc-net",
+    "mc-net-plus",
+    "ict",
+    "entropy-min",
 )
 BASELINE = "mean-teacher"
 CORANET_GOAL = 1.15

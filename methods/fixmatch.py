@@ -195,7 +195,6 @@ class FixMatch(ConsistencyMethod):
         # on top of the global ssl4mis recipe (SGD 0.01 poly, 12 + 12 in one forward, 30,000 iterations, 0.1 x sigmoid
         # ramp in 200 steps of 150 iterations)
         "ssl4mis": SSL4MIS_FIXMATCH,
-        "cpu-bench": SSL4MIS_FIXMATCH,  # the ssl4mis recipe shrunk to a CPU (ssl_bench.core.config)
     }
 
     def __init__(self, cfg: Any, ctx: MethodContext) -> None:

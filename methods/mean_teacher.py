@@ -86,7 +86,6 @@ class MeanTeacher(ConsistencyMethod):
         "paper": {"params.rampup": 1.0, "params.dropout": 0.5},
         # SSL4MIS train_mean_teacher_2D.py: consistency off for iterations < 1000 of 30000 (the ramp not shifted)
         "ssl4mis": {"params.mute": 1000 / 30000},
-        "cpu-bench": {"params.mute": 1000 / 30000},
     }
 
     def __init__(self, cfg: Any, ctx: MethodContext, **kwargs: Any) -> None:

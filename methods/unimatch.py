@@ -122,7 +122,6 @@ class UniMatch(FixMatch):
         "smoke": {},
         "cpu": {},
         "ssl4mis": {**UNIMATCH_PARAMS, "trainer.epochs": 300, "trainer.iters_per_epoch": None},
-        "cpu-bench": UNIMATCH_PARAMS,  # the ssl4mis recipe shrunk to a CPU (ssl_bench.core.config)
     }
 
     def __init__(self, cfg: Any, ctx: MethodContext) -> None:

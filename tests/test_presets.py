@@ -8,7 +8,7 @@ import json
 import pytest
 
 from ssl_bench.core.config import PRESETS
-from ssl_bench.training.runner import resolve_config, start_run
+from ssl_bench.training.runner import eval_run, resolve_config, start_run
 
 
 @pytest.mark.parametrize("method", ["unet", "fully-supervised", "mean-teacher", "ua-mt"])
@@ -88,6 +88,11 @@ def test_select_both_tests_best_and_last_and_records_both(tmp_path):
     assert "eval/test-last/summary.json" in RECORD_FILES
     (record,) = export_records([run], tmp_path / "records", root=tmp_path / "runs")
     assert (record / "eval/test-last/summary.json").is_file() and (record / "eval/test/summary.json").is_file()
+    # `ssl-bench eval` re-scores both models, to the same numbers
+    (run / "eval/test-last/summary.json").unlink()
+    eval_run(run, "test", progress=False, echo=lambda s: None)
+    again = json.loads((run / "eval/test-last/summary.json").read_text())
+    assert again["foreground_mean"]["dice"] == pytest.approx(last["foreground_mean"]["dice"], abs=1e-12)
 
 
 def test_bad_select_is_refused():
@@ -107,3 +112,12 @@ def test_cpu_bench_derives_a_methods_ssl4mis_entry_without_its_run_length():
     cfg = resolve_config("mc-net", "acdc", preset="cpu-bench")  # MC-Net's reference: constant lr, Dice only
     assert cfg.optim.schedule == "constant" and cfg.params.dice_only is True
     assert cfg.trainer.epochs * cfg.trainer.iters_per_epoch == 4000
+
+
+def test_ssl4mis_unet_fixed_layout_is_enforced_before_training():
+    from ssl_bench.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="multiples of 16"):
+        resolve_config("unet", "acdc", preset="cpu-bench", overrides={"dataset.image_size": (120, 120)})
+    with pytest.raises(ConfigError, match="fixed depth 4"):
+        resolve_config("unet", "acdc", preset="cpu-bench", overrides={"model.norm": "instance"})

@@ -187,6 +187,14 @@ def validate_config(cfg: RunConfig) -> None:
         raise ConfigError(
             f"dataset.image_size {tuple(cfg.dataset.image_size)} must be divisible by 2**model.depth = {multiple}"
         )
+    if cfg.model.backbone == "ssl4mis-unet":  # its layout is fixed: 4 poolings, BatchNorm
+        if any(s % 16 for s in cfg.dataset.image_size):
+            raise ConfigError(f"dataset.image_size {tuple(cfg.dataset.image_size)}: ssl4mis-unet needs multiples of 16")
+        if (cfg.model.depth, cfg.model.norm) != (4, "batch"):
+            raise ConfigError(
+                f"ssl4mis-unet has a fixed depth 4 and BatchNorm; model.depth={cfg.model.depth}, "
+                f"model.norm={cfg.model.norm!r} would be ignored (use unet2d to change them)"
+            )
 
 
 # -- building blocks ------------------------------------------------------------------------------------------
@@ -551,6 +559,14 @@ def eval_run(
     )
     echo(f"{split} split ({summary['n_cases']} cases, model: {label}), Dice % per class:\n{table}")
     echo(f"results: {run_dir / 'eval' / folder}")
+    if cfg.trainer.select == "both" and path == best and last.exists():  # the last model too, as the run did
+        state = torch.load(last, map_location=dev, weights_only=False)
+        method.load_state_dict(state["model"])
+        last_label = f"last (step {state.get('step', state.get('position', {}).get('step'))})"
+        _, last_table = evaluate_split(
+            cfg, method, adapter, run_dir, split, dev, checkpoint=last_label, progress=progress, folder=f"{folder}-last"
+        )
+        echo(f"{split} split, model: {last_label}, Dice % per class:\n{last_table}")
     return RunResult(run_dir, summary, table)
 
 

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from ssl_bench.core.config import RunConfig, to_dict
 from ssl_bench.core.data import Case, DatasetAdapter
-from ssl_bench.core.errors import DataError, RunDirError, TrainingError
+from ssl_bench.core.errors import ConfigError, DataError, RunDirError, TrainingError
 from ssl_bench.core.io import atomic_torch_save, atomic_write_text
 from ssl_bench.core.method import Batch, EpochData, Method, Stage, StepInfo
 from ssl_bench.core.transforms import prepare_slices
@@ -438,5 +438,5 @@ class Trainer:
             self.method.load_state_dict(state["model"])
             return f"best-val (step {state['step']}, val Dice {state['val_dice_fg']:.4f})"
         if self.cfg.trainer.select not in SELECTIONS:
-            raise DataError(f"trainer.select must be one of {SELECTIONS}, got {self.cfg.trainer.select!r}")
+            raise ConfigError(f"trainer.select must be one of {SELECTIONS}, got {self.cfg.trainer.select!r}")
         return f"last (step {self.step})"
