@@ -253,3 +253,24 @@ class SegNet(nn.Module):
         """Parameters used at test time (extra heads are discarded, paper §III-D2)."""
         extra = sum(p.numel() for p in self.extra_heads.parameters())
         return sum(p.numel() for p in self.parameters()) - extra
+
+
+class TrunkDecoderNet(SegNet):
+    """A :class:`SegNet` whose decoder is written once, as :meth:`_decode_to_trunk` (every decoder level but the last
+    block, then that block's input); :meth:`trunk`, :meth:`features` and :meth:`decoder_levels` follow from it."""
+
+    def _decode_to_trunk(self, feats: list[torch.Tensor], levels: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """Every decoder level but the last block (outputs appended to ``levels``), then the last block's input."""
+        raise NotImplementedError
+
+    def decoder_levels(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
+        levels: list[torch.Tensor] = []
+        levels.append(self.last_block(self._decode_to_trunk(feats, levels)))
+        return levels
+
+    def trunk(self, x: torch.Tensor) -> torch.Tensor:
+        """Input of the last decoder block ``[B, block_in_channels, *S]`` (skip and up-sampled features)."""
+        return self._decode_to_trunk(self.encode(x))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.last_block(self.trunk(x))

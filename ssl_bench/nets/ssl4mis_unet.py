@@ -35,7 +35,7 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import nn
 
-from ssl_bench.core.backbone import HeadSpec, SegNet, upsampling_layers
+from ssl_bench.core.backbone import HeadSpec, TrunkDecoderNet, upsampling_layers
 from ssl_bench.core.registry import BACKBONES
 
 #: The reference's encoder dropout per level (``code/networks/unet.py``, ``params['dropout']``).
@@ -69,7 +69,7 @@ class SSL4MISUp(nn.Module):
         return torch.cat([skip, self.up(self.reduce(x))], dim=1)
 
 
-class SSL4MISUNet(SegNet):
+class SSL4MISUNet(TrunkDecoderNet):
     """SSL4MIS's U-Net; input ``[B, C, H, W]`` with ``H, W`` divisible by 16; logits ``[B, K, H, W]``."""
 
     def __init__(
@@ -128,21 +128,9 @@ class SSL4MISUNet(SegNet):
                 levels.append(y)
         return self.ups[-1](y, skips.pop())
 
-    def decoder_levels(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
-        levels: list[torch.Tensor] = []
-        levels.append(self.last_block(self._decode_to_trunk(feats, levels)))
-        return levels
-
-    def trunk(self, x: torch.Tensor) -> torch.Tensor:
-        """Input of the last decoder block: ``[B, 2 w, H, W]`` (skip and up-sampled features)."""
-        return self._decode_to_trunk(self.encode(x))
-
     @property
     def last_block(self) -> nn.Module:
         return self.decoder[-1]
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.last_block(self.trunk(x))
 
 
 @BACKBONES.register("ssl4mis-unet", dims=(2,))

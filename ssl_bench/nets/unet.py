@@ -24,11 +24,11 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from ssl_bench.core.backbone import ConvBlock, HeadSpec, SegNet, dropout_nd, upsampling_layers
+from ssl_bench.core.backbone import ConvBlock, HeadSpec, TrunkDecoderNet, dropout_nd, upsampling_layers
 from ssl_bench.core.registry import BACKBONES
 
 
-class UNet(SegNet):
+class UNet(TrunkDecoderNet):
     """U-Net; input ``[B, C, H, W]`` (or ``[B, C, D, H, W]``), spatial size divisible by ``2**depth``."""
 
     def __init__(
@@ -97,21 +97,9 @@ class UNet(SegNet):
                 levels.append(x)
         return torch.cat([self.up[-1](x), skips.pop()], dim=1)
 
-    def decoder_levels(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
-        levels: list[torch.Tensor] = []
-        levels.append(self.last_block(self._decode_to_trunk(feats, levels)))
-        return levels
-
-    def trunk(self, x: torch.Tensor) -> torch.Tensor:
-        """Input of the last decoder block: the concatenated skip and up-sampled features ``[B, 2 width, *S]``."""
-        return self._decode_to_trunk(self.encode(x))
-
     @property
     def last_block(self) -> nn.Module:
         return self.up_blocks[-1]
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.last_block(self.trunk(x))
 
 
 @BACKBONES.register("unet2d", dims=(2,))
