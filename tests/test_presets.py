@@ -121,3 +121,20 @@ def test_ssl4mis_unet_fixed_layout_is_enforced_before_training():
         resolve_config("unet", "acdc", preset="cpu-bench", overrides={"dataset.image_size": (120, 120)})
     with pytest.raises(ConfigError, match="fixed depth 4"):
         resolve_config("unet", "acdc", preset="cpu-bench", overrides={"model.norm": "instance"})
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"params.loss": "dice"}, "params.loss must be one of ce, ce[+]dice, ce[+]dice-ssl4mis, ce[+]dice-uamt"),
+        ({"params.mute": 1.5}, "0 <= params.mute < 1"),
+        ({"params.ramp_levels": -1}, "params.ramp_levels >= 0"),
+    ],
+)
+def test_bad_loss_and_ramp_options_are_refused_before_training(tmp_path, overrides, message):
+    from ssl_bench.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        cfg = resolve_config("mean-teacher", "cardiac-phantom", preset="smoke", overrides=overrides)
+        start_run(cfg, out=tmp_path, progress=False, echo=lambda s: None)
+    assert not any(tmp_path.rglob("manifest.json"))  # nothing half-written

@@ -160,7 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[plugin, runtime],
         help="re-evaluate a run on a split",
         description="Score the run's selected model (best-val or last) on SPLIT; writes "
-        "eval/<split>/per_case.csv and summary.json.",
+        "eval/<split>/per_case.csv and summary.json (runs with trainer.select=both: the last model too, "
+        "into eval/<split>-last/).",
     )
     p.add_argument("run_dir", type=Path)
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
