@@ -258,8 +258,6 @@ class ABD(BCP):
     def training_step(self, batch_l: Batch, batch_u: Batch | None, step: StepInfo) -> dict[str, torch.Tensor]:
         if batch_u is None or step.stage == "pretrain":
             return self.pretrain_step(batch_l)
-        if step.stage_step == 0:
-            self.start_self_training()
         assert batch_l.label is not None, "labelled batch without labels"
         c = self.cfg
         gen = step_generator()

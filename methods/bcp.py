@@ -215,11 +215,13 @@ class BCP(Method):
         """Eq. 2: the teacher becomes the pre-trained student."""
         self.teacher.reset_to(self.student)
 
+    def on_stage_start(self, stage: Stage, step: StepInfo) -> None:
+        if stage.name == "self-train":
+            self.start_self_training()
+
     def training_step(self, batch_l: Batch, batch_u: Batch | None, step: StepInfo) -> dict[str, torch.Tensor]:
         if batch_u is None or step.stage == "pretrain":
             return self.pretrain_step(batch_l)
-        if step.stage_step == 0:
-            self.start_self_training()
         assert batch_l.label is not None, "labelled batch without labels"
         keep = self.box(batch_l.image, step_generator())
         (x_in, x_out), targets = self.copy_paste(batch_l.image, batch_l.label, batch_u.image, keep)

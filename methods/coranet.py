@@ -306,6 +306,10 @@ class CoraNet(Method):
         )
         return [*stages, self_train]
 
+    def on_stage_start(self, stage: Stage, step: StepInfo) -> None:
+        if self.teacher is not None and stage.name == "self-train" and stage.unlabeled:
+            self.teacher.reset_to(self.student)  # Algorithm 1, line 3: teacher <- pre-trained student
+
     # -- losses ---------------------------------------------------------------------------------------------------
 
     def _cost_sensitive(
@@ -357,8 +361,6 @@ class CoraNet(Method):
         loss = logs["sup/total"]
         if batch_u is None or step.stage == "pretrain" or not self.uses_unlabeled:
             return {"loss": loss, **logs}
-        if self.teacher is not None and step.stage_step == 0:  # Algorithm 1, line 3: teacher <- pre-trained student
-            self.teacher.reset_to(self.student)
         pseudo, certain = self._pseudo_labels(batch_u, step)
         # the paper trains only the main head on unlabelled data; the released code also the con/rad heads
         released = self.cfg.protocol == "released-code"

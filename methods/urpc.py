@@ -32,7 +32,8 @@ Deviations:
 
 * the pyramid has one level per decoder level of the backbone (4 with the SSL4MIS U-Net and ``unet2d`` depth 4);
   the perturbations are assigned from the shallow end (``perturbations`` lists the auxiliary levels deepest
-  first; with fewer levels the deepest entries are dropped, extra deeper levels get ``"none"``);
+  first, at most one per level — a longer list is an error —, extra deeper levels get ``"none"``; by default
+  SSL4MIS's three, of which a shallower backbone keeps the shallowest);
 * the reference's unused ``out_conv_dp4`` head on the bottleneck is not built (9,220 parameters that never train);
 * perturbations use torch's RNG (the trainer seeds it per step) instead of numpy's for FeatureDropout's threshold;
 * the 3D reference network (``unet_3D_dv_semi``) differs: channel dropout 0.5/0.3/0.2/0.1 *inside* the decoder
@@ -58,6 +59,8 @@ from ssl_bench.core.registry import METHODS
 from ssl_bench.training.consistency import ConsistencyConfig, ConsistencyMethod
 
 PERTURBATIONS = ("none", "dropout", "feature-dropout", "feature-noise")
+#: SSL4MIS 2D's perturbations of the auxiliary levels at strides 8, 4, 2 (deepest first)
+SSL4MIS_PERTURBATIONS = ("dropout", "feature-dropout", "feature-noise")
 
 
 # -- perturbations of the auxiliary levels (training only) ---------------------------------------------------------
@@ -103,8 +106,9 @@ class URPCConfig(ConsistencyConfig):
     #: maximum weight of the rectified consistency (SSL4MIS: 0.1)
     weight: float = 0.1
     #: perturbation of each auxiliary level's feature in training, deepest level first, aligned at the shallow end
-    #: ("none", "dropout", "feature-dropout", "feature-noise"); SSL4MIS 2D: strides 8, 4, 2
-    perturbations: tuple[str, ...] = ("dropout", "feature-dropout", "feature-noise")
+    #: ("none", "dropout", "feature-dropout", "feature-noise"); at most one per auxiliary level. None: SSL4MIS 2D's
+    #: (dropout, feature-dropout, feature-noise) at strides 8, 4, 2, its deepest entries dropped on a shallower net
+    perturbations: tuple[str, ...] | None = None
     #: probability of the element-wise "dropout" perturbation (SSL4MIS: 0.5)
     dropout_p: float = 0.5
     #: range of FeatureDropout's threshold factor (SSL4MIS: U(0.7, 0.9))
@@ -131,7 +135,7 @@ class URPC(ConsistencyMethod):
         # HiLab-git/SSL4MIS train_uncertainty_rectified_pyramid_consistency_2D.py with UNet_URPC: 0.5 (CE + Dice)
         # averaged over the 4 scales, consistency 0.1 x sigmoid_rampup(iter // 150, 200), one forward of 12 + 12
         "ssl4mis": {
-            "params.perturbations": ("dropout", "feature-dropout", "feature-noise"),
+            "params.perturbations": SSL4MIS_PERTURBATIONS,
             "params.dropout_p": 0.5,
             "params.feature_dropout_range": (0.7, 0.9),
             "params.noise_range": 0.3,
@@ -143,7 +147,7 @@ class URPC(ConsistencyMethod):
     def __init__(self, cfg: Any, ctx: MethodContext) -> None:
         super().__init__(cfg, ctx)
         c = self.cfg
-        bad = [p for p in c.perturbations if p not in PERTURBATIONS]
+        bad = [p for p in c.perturbations or () if p not in PERTURBATIONS]
         if bad:
             raise ValueError(f"params.perturbations: unknown {bad}; use {PERTURBATIONS}")
         if not 0 <= c.dropout_p < 1:
@@ -169,7 +173,16 @@ class URPC(ConsistencyMethod):
             conv_nd(dims)(ch, self.spec.num_classes, k, padding=k // 2) for ch in channels[:-1]
         )
         n_aux = len(channels) - 1
-        listed = list(c.perturbations)[-n_aux:] if n_aux else []
+        if c.perturbations is None:
+            listed = list(SSL4MIS_PERTURBATIONS)[-n_aux:] if n_aux else []
+        elif len(c.perturbations) > n_aux:
+            raise ValueError(
+                f"params.perturbations lists {len(c.perturbations)} perturbations but {type(self.student).__name__} "
+                f"(depth {len(channels) - 1}) has {n_aux} auxiliary decoder levels: give at most {n_aux}, "
+                "deepest level first"
+            )
+        else:
+            listed = list(c.perturbations)
         self.level_perturbations = ["none"] * (n_aux - len(listed)) + listed
 
     def _perturb(self, x: torch.Tensor, kind: str) -> torch.Tensor:

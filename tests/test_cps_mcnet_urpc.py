@@ -293,6 +293,11 @@ def test_urpc_perturbations():
     assert build("urpc", "ssl4mis-unet").level_perturbations == ["dropout", "feature-dropout", "feature-noise"]
     deep = METHODS.get("urpc")(None, make_ctx("unet2d", width=2, depth=5))
     assert deep.level_perturbations == ["none", "dropout", "feature-dropout", "feature-noise"]
+    # an explicit list: aligned at the shallow end, never silently cut
+    short = build("urpc", "ssl4mis-unet", perturbations=("feature-noise",))
+    assert short.level_perturbations == ["none", "none", "feature-noise"]
+    with pytest.raises(ValueError, match="has 1 auxiliary decoder levels: give at most 1"):
+        build("urpc", perturbations=("dropout", "feature-noise"))
 
 
 def test_urpc_pyramid_and_training_step():

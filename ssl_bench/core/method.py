@@ -148,6 +148,10 @@ class Method(nn.Module):
     def training_step(self, batch_l: Batch, batch_u: Batch | None, step: StepInfo) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
+    def on_stage_start(self, stage: Stage, step: StepInfo) -> None:
+        """Called before the first step of every stage (``step.stage_step == 0``), also when a resumed run starts
+        exactly there: e.g. the hand-over of a pre-trained student to the teacher."""
+
     def after_optimizer_step(self, step: StepInfo) -> None:
         """Called after every optimiser step (e.g. EMA teacher update)."""
 

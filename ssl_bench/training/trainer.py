@@ -298,6 +298,8 @@ class Trainer:
         if stage.unlabeled and self.stream_u is not None:
             batch_u = self.stream_u.next(gen).to(self.device)
         self.method.train()
+        if info.stage_step == 0:
+            self.method.on_stage_start(stage, info)
         with torch.autocast(self.device.type, enabled=self.use_amp):
             losses = self.method.training_step(batch_l, batch_u, info)
         if "loss" not in losses:
