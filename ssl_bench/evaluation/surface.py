@@ -25,12 +25,14 @@ __all__ = ["DISTANCE_PATHS", "choose_path", "distance_metrics", "surface", "surf
 #: The exact computations :func:`surface_distances` can use.
 DISTANCE_PATHS: tuple[str, ...] = ("edt", "kdtree")
 
-#: Costs of the two paths, in units of the per-voxel cost of one feature transform (about 30-100 ns, scipy 1.17,
-#: one core), measured on the benchmark volumes and the randomised test cases: a kd-tree query costs ~5 voxels, a
-#: point inserted into a tree ~1.5, and each call has a fixed overhead (~1500 voxels for a tree, ~250 for a
-#: transform). The kd-tree wins once the crop holds more than ~4 voxels per surface voxel, unless it is tiny.
-#: Only the choice between two exact paths depends on these numbers, never a value.
+#: Costs of the two paths, in units of the per-voxel cost of one feature transform (about 30-300 ns, scipy 1.17,
+#: one core), measured on the benchmark volumes (0-10 % salt noise) and the randomised test cases: a kd-tree query
+#: costs ~5 voxels when the query point lies within the other surface's bounding box and ~20 when it lies outside
+#: (a far point visits many tree nodes), a point inserted into a tree ~1.5, and each call has a fixed overhead
+#: (~1500 voxels for a tree, ~250 for a transform). Only the choice between two exact paths depends on these
+#: numbers, never a value.
 _KDTREE_QUERY_COST = 5.0
+_KDTREE_FAR_QUERY_COST = 20.0
 _KDTREE_INSERT_COST = 1.5
 _KDTREE_FIXED_COST = 1500.0
 _EDT_FIXED_COST = 250.0
@@ -122,7 +124,15 @@ def _kdtree_directed(source_points: np.ndarray, target_points: np.ndarray, on_ta
     return distances
 
 
-def choose_path(n_a: int, n_b: int, crop_voxels: int, both_directions: bool) -> str:
+def _outside_box(coords: tuple[np.ndarray, ...], other: tuple[np.ndarray, ...]) -> int:
+    """How many of the points ``coords`` (ndim arrays (N,)) lie outside the bounding box of ``other`` (non-empty)."""
+    outside = np.zeros(coords[0].size, dtype=bool)
+    for c, o in zip(coords, other, strict=True):
+        outside |= (c < o.min()) | (c > o.max())
+    return int(np.count_nonzero(outside))
+
+
+def choose_path(n_a: int, n_b: int, crop_voxels: int, both_directions: bool, far_a: int = 0, far_b: int = 0) -> str:
     """The cheaper exact path: ``"kdtree"`` when the surfaces are sparse in the crop, else ``"edt"``.
 
     Args:
@@ -130,10 +140,19 @@ def choose_path(n_a: int, n_b: int, crop_voxels: int, both_directions: bool) -> 
         n_b: surface voxels of the second mask (the tree of a -> b).
         crop_voxels: voxels in the crop a transform would run over.
         both_directions: whether b -> a is needed too (a second transform, or a second tree and query).
+        far_a: how many of the ``n_a`` lie outside the bounding box of b's surface (costlier queries).
+        far_b: how many of the ``n_b`` lie outside the bounding box of a's surface (used if both_directions).
     """
-    queries, inserted = (n_a + n_b, n_a + n_b) if both_directions else (n_a, n_b)
+    near, far, inserted = (n_a - far_a, far_a, n_b)
+    if both_directions:
+        near, far, inserted = near + n_b - far_b, far + far_b, n_a + n_b
     calls = 2 if both_directions else 1
-    kdtree_cost = calls * _KDTREE_FIXED_COST + _KDTREE_QUERY_COST * queries + _KDTREE_INSERT_COST * inserted
+    kdtree_cost = (
+        calls * _KDTREE_FIXED_COST
+        + _KDTREE_QUERY_COST * near
+        + _KDTREE_FAR_QUERY_COST * far
+        + _KDTREE_INSERT_COST * inserted
+    )
     edt_cost = calls * (_EDT_FIXED_COST + crop_voxels)
     return "kdtree" if kdtree_cost < edt_cost else "edt"
 
@@ -162,7 +181,14 @@ def surface_distances(
     sa, sb = surface(mask_a), surface(mask_b)
     va, vb = _voxels(sa), _voxels(sb)
     if path is None:
-        path = choose_path(va[0].size, vb[0].size, mask_a.size, both_directions=both_directions)
+        path = choose_path(
+            va[0].size,
+            vb[0].size,
+            mask_a.size,
+            both_directions,
+            far_a=_outside_box(va[1], vb[1]),
+            far_b=_outside_box(vb[1], va[1]) if both_directions else 0,
+        )
     if path == "kdtree":
         pa, pb = _scaled_points(va[1], spacing), _scaled_points(vb[1], spacing)
         d_ab = _kdtree_directed(pa, pb, sb.reshape(-1)[va[0]])
