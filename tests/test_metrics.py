@@ -282,6 +282,19 @@ def test_surface_is_medpy_erosion(shape):
         np.testing.assert_array_equal(surface_module.surface(mask), expected)
 
 
+def test_class_boxes_equal_find_objects():
+    """The per-class bounding boxes (from projections) are exactly scipy's find_objects boxes, gaps included."""
+    from ssl_bench.evaluation.metrics import _class_boxes
+
+    rng = np.random.default_rng(3)
+    for shape in [(9,), (7, 11), (5, 8, 6), (1, 6, 1)]:
+        for density in (0.01, 0.2, 0.9):
+            lab = np.where(rng.random(shape) < density, rng.integers(1, 5, shape), 0).astype(np.int16)
+            lab[lab == 3] = 0  # label 3 absent: a gap
+            allowed = frozenset((0, 1, 2, 3, 4, 5))
+            assert _class_boxes(lab, allowed, "pred", (1, 2, 3, 4, 5), None) == ndi.find_objects(lab, max_label=5)
+
+
 def test_medpy_backend_same_values():
     for seed in range(0, 30, 3):
         pred, ref, classes, spacing = random_case(seed)
