@@ -2,22 +2,31 @@
 
 Run: ``pytest benchmarks/test_bench_metrics.py --benchmark-only -s``
 
-Two synthetic cases (fixed seed): an ACDC-size cine-MR volume (10 x 256 x 216, labels 0..3, heart in a small
-central region) and a CT-size volume (100 x 192 x 240, binary, one small organ). For each, the eight metrics are
-computed by medpy (one call per metric and class, as users of medpy do) and by ssl-bench; the values must agree
-to 1e-6 and the speed-up (best medpy round / best ssl-bench round) is printed and stored in ``extra_info``.
+Four synthetic cases (fixed seeds): an ACDC-size cine-MR volume (10 x 256 x 216, labels 0..3, heart in a small
+central region) and a CT-size volume (100 x 192 x 240, binary, one small organ), each clean (a few false-positive
+islands) and noisy (``_fp0.2%``: 0.2 % of all voxels turned into scattered false positives, the salt noise of an
+under-trained network; the bounding box of every class is then the whole volume). For each, the eight metrics
+are computed by medpy (one call per metric and class, as users of medpy do) and by ssl-bench; the values must
+agree to 1e-6 and the speed-up (best medpy round / best ssl-bench round) is printed and stored in ``extra_info``.
 There are no wall-clock assertions.
+
+Before/after in one run: ``SSL_BENCH_METRICS_BASELINE=/path/to/other/checkout/ssl_bench/evaluation/metrics.py``
+also times that file's ``segmentation_metrics`` (loaded as a standalone module; its ``ssl_bench`` imports resolve
+to this checkout) and prints its speed-up beside ours.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import math
+import os
 import time
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pytest
+from helpers import scatter_false_positives  # tests/helpers.py (pytest's pythonpath includes tests/)
 from scipy import ndimage as ndi
 
 from ssl_bench.evaluation.metrics import METRIC_NAMES, segmentation_metrics
@@ -77,10 +86,26 @@ def ct_like(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return pred.astype(np.uint8), ref.astype(np.uint8)
 
 
+NOISE_FRACTION = 0.002  # scattered false positives: 0.2 % of all voxels
+
+
+def noisy(make: Callable[[], tuple[np.ndarray, np.ndarray]], classes: tuple[int, ...]) -> Callable[[], tuple]:
+    """The case ``make`` with :data:`NOISE_FRACTION` of the prediction's voxels set to random classes."""
+
+    def make_noisy() -> tuple[np.ndarray, np.ndarray]:
+        pred, ref = make()
+        return scatter_false_positives(pred, NOISE_FRACTION, classes, np.random.default_rng(1)), ref
+
+    return make_noisy
+
+
 CASES: dict[str, tuple[Callable[[], tuple[np.ndarray, np.ndarray]], tuple[int, ...], tuple[float, ...]]] = {
     "acdc_10x256x216_4cls": (acdc_like, (1, 2, 3), (10.0, 1.5, 1.5)),
     "ct_100x192x240_binary": (ct_like, (1,), (2.5, 0.8, 0.8)),
+    "acdc_10x256x216_4cls_fp0.2%": (noisy(acdc_like, (1, 2, 3)), (1, 2, 3), (10.0, 1.5, 1.5)),
+    "ct_100x192x240_binary_fp0.2%": (noisy(ct_like, (1,)), (1,), (2.5, 0.8, 0.8)),
 }
+BASELINE_PATH = os.environ.get("SSL_BENCH_METRICS_BASELINE")
 
 
 @pytest.fixture(scope="module")
@@ -97,12 +122,30 @@ def _best_time(benchmark: Any, fallback: Callable[[], Any]) -> float:
     return time.perf_counter() - t0
 
 
+def _baseline_function() -> Callable[..., dict]:
+    """``segmentation_metrics`` of the file named by ``SSL_BENCH_METRICS_BASELINE`` (or skip)."""
+    if not BASELINE_PATH:
+        pytest.skip("set SSL_BENCH_METRICS_BASELINE to another checkout's ssl_bench/evaluation/metrics.py")
+    spec = importlib.util.spec_from_file_location("baseline_metrics", BASELINE_PATH)
+    if spec is None or spec.loader is None:
+        pytest.fail(f"SSL_BENCH_METRICS_BASELINE={BASELINE_PATH} is not a Python file")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.segmentation_metrics
+
+
 def _run(benchmark: Any, volumes: dict, name: str, backend: str, rounds: int) -> tuple[float, dict]:
     _, classes, spacing = CASES[name]
     pred, ref = volumes[name]
+    if backend == "baseline":
+        baseline = _baseline_function()
 
-    def compute() -> dict:
-        return segmentation_metrics(pred, ref, classes, spacing, backend=backend)
+        def compute() -> dict:
+            return baseline(pred, ref, classes, spacing)
+    else:
+
+        def compute() -> dict:
+            return segmentation_metrics(pred, ref, classes, spacing, backend=backend)
 
     benchmark.group = name
     benchmark.extra_info.update({"backend": backend, "shape": list(pred.shape), "classes": list(classes)})
@@ -119,24 +162,42 @@ def test_bench_medpy(benchmark, volumes, name):
     print(f"\n[{name}] medpy: best of {MEDPY_ROUNDS} rounds {best * 1e3:.1f} ms")
 
 
-@pytest.mark.parametrize("name", list(CASES))
-def test_bench_ssl_bench(benchmark, volumes, name):
-    best, result = _run(benchmark, volumes, name, "ssl-bench", FAST_ROUNDS)
+def _medpy_result(volumes: dict, name: str) -> tuple[float, dict]:
     if (name, "medpy") not in _RESULTS:  # medpy test deselected: time it once here
         _, classes, spacing = CASES[name]
         t0 = time.perf_counter()
         ref_result = segmentation_metrics(*volumes[name], classes, spacing, backend="medpy")
         _RESULTS[(name, "medpy")] = (time.perf_counter() - t0, ref_result)
-    medpy_best, medpy_result = _RESULTS[(name, "medpy")]
-    # correctness: identical values
+    return _RESULTS[(name, "medpy")]
+
+
+def _check_and_report(benchmark: Any, volumes: dict, name: str, label: str, best: float, result: dict) -> None:
+    """Asserts ``result`` equals medpy's to 1e-6 and prints / stores the speed-up against medpy."""
+    medpy_best, medpy_result = _medpy_result(volumes, name)
     for k, row in result.items():
         for m in METRIC_NAMES:
             a, b = row[m], medpy_result[k][m]
-            assert math.isclose(a, b, rel_tol=0, abs_tol=1e-6), f"{name} class {k} {m}: ssl-bench {a} medpy {b}"
+            assert math.isclose(a, b, rel_tol=0, abs_tol=1e-6), f"{name} class {k} {m}: {label} {a} medpy {b}"
     speedup = medpy_best / best
     benchmark.extra_info["speedup_vs_medpy"] = round(speedup, 2)
     benchmark.extra_info["medpy_best_s"] = medpy_best
     print(
-        f"\n[{name}] ssl-bench: best of {FAST_ROUNDS} rounds {best * 1e3:.1f} ms; medpy {medpy_best * 1e3:.1f} ms; "
+        f"\n[{name}] {label}: best of {FAST_ROUNDS} rounds {best * 1e3:.1f} ms; medpy {medpy_best * 1e3:.1f} ms; "
         f"speed-up x{speedup:.1f}"
     )
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_bench_baseline(benchmark, volumes, name):
+    best, result = _run(benchmark, volumes, name, "baseline", FAST_ROUNDS)
+    _check_and_report(benchmark, volumes, name, f"baseline ({BASELINE_PATH})", best, result)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_bench_ssl_bench(benchmark, volumes, name):
+    best, result = _run(benchmark, volumes, name, "ssl-bench", FAST_ROUNDS)
+    _check_and_report(benchmark, volumes, name, "ssl-bench", best, result)
+    if (name, "baseline") in _RESULTS:
+        baseline_best = _RESULTS[(name, "baseline")][0]
+        benchmark.extra_info["speedup_vs_baseline"] = round(baseline_best / best, 2)
+        print(f"[{name}] ssl-bench vs baseline: x{baseline_best / best:.1f}")

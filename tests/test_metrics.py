@@ -8,10 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import scatter_false_positives
 from medpy.metric import binary as mb
 from scipy import ndimage as ndi
 
 from ssl_bench.core.errors import MetricInputError
+from ssl_bench.evaluation import surface as surface_module
 from ssl_bench.evaluation.metrics import (
     DISTANCE_METRICS,
     EMPTY_POLICY,
@@ -25,6 +27,7 @@ from ssl_bench.evaluation.metrics_io import load_label_map, score_paths
 
 TOL = 1e-6
 N_RANDOM_CASES = 240
+N_NOISY_CASES = 24
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -124,6 +127,41 @@ def random_case(seed: int):
     return pred, ref, classes, spacing
 
 
+def noisy_case(seed: int):
+    """Larger label maps whose prediction carries scattered false positives (0.1-1 % salt noise over the whole
+    image, sometimes in the reference too): the crop is then the whole image while the surfaces stay sparse."""
+    rng = np.random.default_rng(10_000 + seed)
+    ndim = 2 if seed % 4 == 0 else 3
+    if ndim == 2:
+        shape = tuple(int(rng.integers(60, 160)) for _ in range(2))
+    else:
+        shape = (int(rng.integers(4, 12)), int(rng.integers(40, 72)), int(rng.integers(40, 72)))
+    classes = tuple(range(1, int(rng.integers(1, 4)) + 1))
+    ref = np.zeros(shape, np.uint8)
+    for k in classes:
+        center = [float(rng.uniform(0.2 * s, 0.8 * s)) for s in shape]
+        radii = [float(rng.uniform(1.5, max(2.0, s / 4))) for s in shape]
+        ref[_ellipsoid(shape, center, radii)] = k
+    if rng.random() < 0.3:  # an object touching the image border
+        ref[(slice(None),) * (ndim - 1) + (slice(0, 3),)] = classes[0]
+    pred = np.roll(ref, tuple(int(rng.integers(-2, 3)) for _ in range(ndim)), axis=tuple(range(ndim)))
+    for k in classes:
+        if rng.random() < 0.4:
+            m = pred == k
+            grown = (ndi.binary_dilation if rng.random() < 0.5 else ndi.binary_erosion)(m)
+            pred[m] = 0
+            pred[grown] = k
+    pred = scatter_false_positives(pred, float(rng.choice([0.001, 0.002, 0.005, 0.01])), classes, rng)
+    if rng.random() < 0.25:
+        ref = scatter_false_positives(ref, 0.001, classes, rng)
+    if ndim == 2:
+        options = [None, (1.0, 1.0), (1.2, 3.5), tuple(rng.uniform(0.3, 5, 2))]
+    else:
+        options = [None, (1.0, 1.0, 1.0), (10.0, 1.5, 1.5), (1.0, 1.0, 5.0), tuple(rng.uniform(0.3, 6, 3))]
+    spacing = options[int(rng.integers(0, len(options)))]
+    return pred, ref, classes, spacing
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # agreement with medpy
 # ----------------------------------------------------------------------------------------------------------------
@@ -177,6 +215,84 @@ def test_single_voxel_objects():
     assert assert_matches_medpy(pred, ref, (1,), (2.0, 1.0, 1.0), "single") == 1
     row = segmentation_metrics(ref, ref, (1,))[1]
     assert row["dice"] == 1.0 and row["hd"] == 0.0 and row["assd"] == 0.0
+
+
+@pytest.mark.parametrize("seed", range(N_NOISY_CASES))
+def test_noisy_cases_match_medpy(seed):
+    """Scattered false positives: the crop is the whole image, the distances come from the kd-tree path."""
+    pred, ref, classes, spacing = noisy_case(seed)
+    compared = assert_matches_medpy(pred, ref, classes, spacing, f"noisy seed {seed} shape {pred.shape} sp {spacing}")
+    assert compared == len(classes)
+
+
+@pytest.fixture
+def chosen_paths(monkeypatch) -> list[str]:
+    """Records every path :func:`ssl_bench.evaluation.surface.choose_path` picks during the test."""
+    seen: list[str] = []
+    real = surface_module.choose_path
+
+    def spy(*args, **kwargs):
+        seen.append(real(*args, **kwargs))
+        return seen[-1]
+
+    monkeypatch.setattr(surface_module, "choose_path", spy)
+    return seen
+
+
+def test_default_suites_exercise_both_paths(chosen_paths):
+    """Noisy cases go to the kd-tree and the small random cases mostly to the transform, so both are compared."""
+    for seed in range(N_NOISY_CASES):
+        pred, ref, classes, spacing = noisy_case(seed)
+        segmentation_metrics(pred, ref, classes, spacing)
+    assert chosen_paths.count("kdtree") >= 0.9 * len(chosen_paths) > 0
+    chosen_paths.clear()
+    for seed in range(0, N_RANDOM_CASES, 4):
+        pred, ref, classes, spacing = random_case(seed)
+        segmentation_metrics(pred, ref, classes, spacing)
+    assert chosen_paths.count("edt") >= 0.5 * len(chosen_paths) > 0
+
+
+@pytest.mark.parametrize("path", surface_module.DISTANCE_PATHS)
+def test_each_path_matches_medpy(monkeypatch, path):
+    """Either path, forced on clean, noisy, border-touching and one-slice cases, equals medpy (asd alone too)."""
+    monkeypatch.setattr(surface_module, "choose_path", lambda *args, **kwargs: path)
+    cases = [random_case(seed) for seed in range(0, N_RANDOM_CASES, 6)]
+    cases += [noisy_case(seed) for seed in range(0, N_NOISY_CASES, 4)]
+    rng = np.random.default_rng(7)
+    flat = np.zeros((1, 30, 40), np.uint8)  # one slice: every voxel is a surface voxel along z
+    flat[0, 5:20, 8:30] = 1
+    cases.append((scatter_false_positives(flat, 0.01, (1,), rng), flat, (1,), (5.0, 0.7, 0.9)))
+    for i, (pred, ref, classes, spacing) in enumerate(cases):
+        assert_matches_medpy(pred, ref, classes, spacing, f"{path} case {i} shape {pred.shape} spacing {spacing}")
+        full = segmentation_metrics(pred, ref, classes, spacing)
+        asd_only = segmentation_metrics(pred, ref, classes, spacing, metrics=("asd",))
+        for k in classes:
+            a, b = asd_only[k]["asd"], full[k]["asd"]
+            assert (math.isnan(a) and math.isnan(b)) or a == b, (path, i, k)
+
+
+@pytest.mark.parametrize("shape", [(7,), (1, 9), (5, 1, 6), (4, 6, 5), (1, 1, 8)])
+def test_surface_is_medpy_erosion(shape):
+    """surface(m) == m ^ binary_erosion(m, cross, border_value=0), thin and one-voxel axes included."""
+    rng = np.random.default_rng(len(shape) * 10 + shape[-1])
+    footprint = ndi.generate_binary_structure(len(shape), 1)
+    for density in (0.3, 0.7, 0.95, 1.0):
+        mask = rng.random(shape) < density
+        expected = mask ^ ndi.binary_erosion(mask, structure=footprint, iterations=1, border_value=0)
+        np.testing.assert_array_equal(surface_module.surface(mask), expected)
+
+
+def test_class_boxes_equal_find_objects():
+    """The per-class bounding boxes (from projections) are exactly scipy's find_objects boxes, gaps included."""
+    from ssl_bench.evaluation.metrics import _class_boxes
+
+    rng = np.random.default_rng(3)
+    for shape in [(9,), (7, 11), (5, 8, 6), (1, 6, 1)]:
+        for density in (0.01, 0.2, 0.9):
+            lab = np.where(rng.random(shape) < density, rng.integers(1, 5, shape), 0).astype(np.int16)
+            lab[lab == 3] = 0  # label 3 absent: a gap
+            allowed = frozenset((0, 1, 2, 3, 4, 5))
+            assert _class_boxes(lab, allowed, "pred", (1, 2, 3, 4, 5), None) == ndi.find_objects(lab, max_label=5)
 
 
 def test_medpy_backend_same_values():

@@ -6,14 +6,14 @@ object is the object minus its erosion by the cross-shaped structuring element; 
 to the surface because medpy erodes with ``border_value=0``). They agree with medpy to within 1e-6 wherever medpy
 is defined, but are computed much faster:
 
-* one pass over each label map finds the bounding box of every class (:func:`scipy.ndimage.find_objects`);
-* everything for a class is computed on the union bounding box of its prediction and reference, zero-padded by
-  one voxel. The padding plays the role of the background just outside the box (all of it is background for this
-  class) and of medpy's ``border_value=0`` where the box touches the image border, so the erosion, and hence the
-  surface, is exactly the full-volume one. The Euclidean distance transform needs no margin at all: it is exact,
-  and every surface voxel (source or target) lies inside the box;
-* the erosion is done with array slices (no generic morphology), and the distance transform returns only the
-  feature transform, from which the distances of the other object's surface voxels alone are computed;
+* the bounding box of every class comes from its mask's projections (:func:`_mask_box`);
+* everything for a class is computed on the union bounding box of its prediction and reference. Outside the box
+  is background for this class, and the box's own border plays the role of medpy's ``border_value=0``, so the
+  erosion, and hence the surface, is exactly the full-volume one (:func:`ssl_bench.evaluation.surface.surface`);
+* the directed surface distances come from an exact distance transform of the box, or, when the surfaces are
+  sparse in the box (scattered false positives stretch it to the whole volume), from exact nearest-neighbour
+  queries between the surface voxels' spacing-scaled coordinates, whichever is cheaper
+  (:mod:`ssl_bench.evaluation.surface`). No margin is needed: every surface voxel lies inside the box;
 * both directed surface-distance arrays are computed once per class, and HD, HD95, ASD and ASSD are derived from
   them.
 
@@ -31,9 +31,9 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
-from scipy.ndimage import distance_transform_edt, find_objects
 
 from ssl_bench.core.errors import MetricInputError
+from ssl_bench.evaluation.surface import distance_metrics, surface_distances
 
 __all__ = [
     "BACKENDS",
@@ -230,6 +230,24 @@ def _format_values(values: Iterable[Any]) -> str:
     return f"[{shown}{', ...' if len(values) > _MAX_LISTED else ''}]"
 
 
+def _mask_box(mask: np.ndarray) -> tuple[slice, ...] | None:
+    """Bounding box of the True voxels of ``mask`` (any ndim >= 1), or None if there are none.
+
+    The range along the first axis comes from one projection of the whole mask; the remaining axes are found
+    recursively in that slab's projection, so the work is about two passes over the mask.
+    """
+    profile = mask.any(axis=tuple(range(1, mask.ndim))) if mask.ndim > 1 else mask
+    hits = np.flatnonzero(profile)
+    if hits.size == 0:
+        return None
+    first = slice(int(hits[0]), int(hits[-1]) + 1)
+    if mask.ndim == 1:
+        return (first,)
+    rest = _mask_box(mask[first].any(axis=0))
+    assert rest is not None  # the slab holds a True voxel
+    return (first, *rest)
+
+
 def _class_boxes(
     lab: np.ndarray, allowed: frozenset[int], name: str, classes: tuple[int, ...], case: Any
 ) -> list[tuple[slice, ...] | None]:
@@ -245,8 +263,11 @@ def _class_boxes(
     if lo < 0 or hi > max_allowed:
         outside = (lab < 0) | (lab > max_allowed)
         bad.update(np.unique(lab[outside]).tolist())
-    boxes = find_objects(lab, max_label=max_allowed) if max_allowed > 0 else []
-    bad.update(i + 1 for i, b in enumerate(boxes) if b is not None and i + 1 not in allowed)
+    boxes: list[tuple[slice, ...] | None] = [None] * max_allowed
+    for k in range(max(1, lo), min(hi, max_allowed) + 1):  # labels that can be present
+        boxes[k - 1] = _mask_box(lab == k)
+        if boxes[k - 1] is not None and k not in allowed:
+            bad.add(k)
     if bad:
         raise MetricInputError(
             f"{_prefix(case)}{name} contains label value(s) {_format_values(bad)} that are not in classes "
@@ -265,74 +286,6 @@ def _union_box(a: tuple[slice, ...] | None, b: tuple[slice, ...] | None) -> tupl
     if b is None:
         return a
     return tuple(slice(min(sa.start, sb.start), max(sa.stop, sb.stop)) for sa, sb in zip(a, b, strict=True))
-
-
-def _surface(mask: np.ndarray) -> np.ndarray:
-    """Surface of ``mask``: ``mask ^ binary_erosion(mask, cross, border_value=0)`` (medpy, connectivity 1).
-
-    ``mask`` is treated as zero-padded by one voxel, which equals the full-volume erosion when ``mask`` is a crop
-    that contains every foreground voxel (outside the crop is background) or touches the image border
-    (``border_value=0``).
-
-    Args:
-        mask: bool array, any shape.
-
-    Returns:
-        bool array of the same shape.
-    """
-    padded = np.zeros(tuple(s + 2 for s in mask.shape), dtype=bool)
-    core = tuple(slice(1, -1) for _ in range(mask.ndim))
-    padded[core] = mask
-    eroded = mask.copy()
-    for ax in range(mask.ndim):
-        lo = list(core)
-        lo[ax] = slice(0, -2)
-        np.logical_and(eroded, padded[tuple(lo)], out=eroded)
-        hi = list(core)
-        hi[ax] = slice(2, None)
-        np.logical_and(eroded, padded[tuple(hi)], out=eroded)
-    return mask ^ eroded
-
-
-def _directed_distances(
-    source_surface: np.ndarray, target_surface: np.ndarray, spacing: tuple[float, ...] | None
-) -> np.ndarray:
-    """Distances from every voxel of ``source_surface`` (C order) to the nearest voxel of ``target_surface``.
-
-    Bitwise the same computation as ``distance_transform_edt(~target_surface, sampling=spacing)[source_surface]``,
-    but the distances are only evaluated at the source voxels (the feature transform is computed everywhere).
-
-    Args:
-        source_surface: bool array, shape S, non-empty.
-        target_surface: bool array, shape S, non-empty.
-        spacing: voxel size per axis or None (unit spacing).
-
-    Returns:
-        float64 array of shape (number of source voxels,).
-    """
-    ft = distance_transform_edt(~target_surface, sampling=spacing, return_distances=False, return_indices=True)
-    idx = np.nonzero(source_surface)
-    diff = np.empty((len(idx), idx[0].size), dtype=np.float64)
-    for ax, coords in enumerate(idx):
-        np.subtract(ft[ax][idx], coords, out=diff[ax], casting="unsafe")
-        if spacing is not None:
-            diff[ax] *= spacing[ax]
-    np.multiply(diff, diff, out=diff)
-    return np.sqrt(np.add.reduce(diff, axis=0))
-
-
-def _distance_metrics(sd_pred: np.ndarray, sd_ref: np.ndarray, wanted: tuple[str, ...]) -> dict[str, float]:
-    """HD, HD95, ASD, ASSD from the two directed surface-distance arrays, exactly as medpy combines them."""
-    out: dict[str, float] = {}
-    if "hd" in wanted:
-        out["hd"] = float(max(sd_pred.max(), sd_ref.max()))
-    if "hd95" in wanted:
-        out["hd95"] = float(np.percentile(np.hstack((sd_pred, sd_ref)), 95))
-    if "asd" in wanted:
-        out["asd"] = float(sd_pred.mean())
-    if "assd" in wanted:
-        out["assd"] = float(np.concatenate([sd_pred, sd_ref]).mean())
-    return out
 
 
 def _overlap_metrics(tp: int, n_pred: int, n_ref: int, wanted: tuple[str, ...]) -> dict[str, float]:
@@ -390,10 +343,8 @@ def _class_fast(
         values.update(_overlap_metrics(tp, n_pred, n_ref, wanted))
         dist_wanted = tuple(m for m in wanted if m in DISTANCE_METRICS)
         if dist_wanted:
-            ps, rs = _surface(p), _surface(r)
-            sd_pred = _directed_distances(ps, rs, spacing)
-            sd_ref = _directed_distances(rs, ps, spacing) if dist_wanted != ("asd",) else sd_pred
-            values.update(_distance_metrics(sd_pred, sd_ref, dist_wanted))
+            sd_pred, sd_ref = surface_distances(p, r, spacing, both_directions=dist_wanted != ("asd",))
+            values.update(distance_metrics(sd_pred, sd_ref, dist_wanted))
     return _finish(values, counts, state, wanted)
 
 
