@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import h5py
@@ -14,6 +17,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from helpers import acdc_root
 
 from ssl_bench.cli.main import main
 from ssl_bench.core.config import EvalConfig
@@ -156,3 +160,38 @@ def test_bad_input_is_one_line_before_any_prediction(run, tmp_path, capsys):
     shutil.copytree(run, bare, ignore=shutil.ignore_patterns("best.pt"))
     assert "use --model last" in _error(capsys, str(bare), "--split", "test", "-o", out)
     assert not (tmp_path / "out").exists()  # nothing was written
+
+
+def test_readme_logs_and_predict_blocks_work_verbatim(tmp_path):
+    """The README's Logs and Predict commands, run as written (ssl-bench -> this interpreter, /tmp -> tmp_path)."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    blocks = [re.search(rf"### {name}\n.*?```bash\n(.*?)```", readme, re.S) for name in ("Logs", "Predict")]
+    assert all(blocks), "README has no Logs / Predict command block"
+    lines = [ln for b in blocks for ln in b.group(1).splitlines() if not ln.startswith("tensorboard ")]  # a server
+    script = "set -euo pipefail\n" + "\n".join(lines).replace("ssl-bench ", f"{sys.executable} -m ssl_bench ")
+    script = script.replace("/tmp/", f"{tmp_path}/").replace("--preset smoke", "--preset smoke --threads 1")
+    proc = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "val step 6/6 (100%)" in proc.stdout and "6 case(s); distances in mm" in proc.stdout
+    run = next((tmp_path / "ssl-runs").rglob("train.log")).parent
+    assert (run / "scalars.csv").is_file() and list((run / "tensorboard").glob("events.out.tfevents.*"))
+
+
+@pytest.mark.acdc
+def test_acdc_h5_volumes_predicted_from_files_score_like_the_runs_evaluation(tmp_path):
+    """Real ACDC (SSL4MIS layout): predicting the test volumes' own h5 files and scoring them against the same files
+    reproduces the run's eval/test per_case.csv exactly."""
+    root = acdc_root()
+    cfg = resolve_config("unet", "acdc", preset="smoke", data_root=str(root), overrides={"trainer.epochs": 1})
+    run = start_run(cfg, out=tmp_path / "runs", progress=False, echo=lambda s: None).run_dir
+    ref = _per_case(run)
+    images = tmp_path / "images"
+    images.mkdir()
+    cases = sorted({case for case, _ in ref})[:4]
+    for case in cases:
+        (images / f"{case}.h5").symlink_to(root / "data" / f"{case}.h5")
+    assert main(["predict", str(run), "-i", str(images), "-o", str(tmp_path / "preds"), "--no-progress"]) == 0
+    rows = score_paths(tmp_path / "preds", images, classes=None)
+    assert len(rows) == 3 * len(cases)
+    for row in rows:
+        assert row["dice"] == pytest.approx(float(ref[(row["case"], row["class"])]["dice"]), abs=1e-12)
