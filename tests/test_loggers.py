@@ -145,3 +145,52 @@ def test_wandb_offline(tmp_path, monkeypatch):
     run = start_run(_cfg(**{"trainer.loggers": "wandb"}), out=tmp_path, progress=False, echo=lambda s: None).run_dir
     offline = list((run / "wandb").glob("offline-run-*/run-*.wandb"))
     assert offline and offline[0].stat().st_size > 0
+
+
+def test_wandb_logger_wiring_with_a_stand_in_module(tmp_path, monkeypatch):
+    """Without the wandb package: a stand-in module records what the logger asks of W&B."""
+    import importlib.machinery
+    import sys
+    import types
+
+    calls: list[tuple] = []
+
+    class FakeRun:
+        def log(self, data, step):
+            calls.append(("log", step, dict(data)))
+
+        def finish(self):
+            calls.append(("finish",))
+
+    fake = types.ModuleType("wandb")
+    fake.__spec__ = importlib.machinery.ModuleSpec("wandb", None)
+    fake.init = lambda **kwargs: calls.append(("init", kwargs)) or FakeRun()
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    run = start_run(_cfg(**{"trainer.loggers": "wandb"}), out=tmp_path, progress=False, echo=lambda s: None).run_dir
+    (init,) = [c[1] for c in calls if c[0] == "init"]
+    assert init["resume"] == "allow" and init["dir"] == str(run) and init["config"]["seed"] == 3
+    logged = [(step, tag, v) for c in calls if c[0] == "log" for step, data in [c[1:]] for tag, v in data.items()]
+    assert logged == _expected(run) and calls[-1] == ("finish",)
+
+
+def test_a_restart_without_checkpoint_drops_the_killed_attempts_lines(tmp_path, monkeypatch):
+    """Killed before its first checkpoint, a run restarts from step 0: no line of the first attempt survives."""
+    cfg = _cfg(**{"trainer.ckpt_every": 100, "trainer.loggers": "csv"})
+    original = Trainer._train_step
+
+    def crash_at_5(self, stage):
+        if self.step == 5:
+            raise RuntimeError("simulated crash")
+        return original(self, stage)
+
+    monkeypatch.setattr(Trainer, "_train_step", crash_at_5)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        start_run(cfg, out=tmp_path, progress=False, echo=lambda s: None)
+    (run,) = [p.parent for p in tmp_path.rglob("manifest.json")]
+    assert not (run / "checkpoints/last.pt").exists() and len(_records(run)) == 5
+    monkeypatch.setattr(Trainer, "_train_step", original)
+    resume_run(run, progress=False, echo=lambda s: None)
+    steps = [r["step"] for r in _records(run) if r["type"] == "train"]
+    assert steps == list(range(1, 25))
+    assert [ln.split()[2] for ln in _record_lines(run) if ln.startswith("train ")] == [f"{s}/24" for s in steps]
+    assert _csv_scalars(run) == _expected(run)

@@ -364,6 +364,8 @@ class Trainer:
             dynamic_ncols=True,
         )
         try:
+            if self.step == 0 and self.metrics_path.exists():
+                self._truncate_metrics_log()  # a restart killed before its first checkpoint: drop that attempt's lines
             self.run_logs = RunLogs.open(
                 self.run_dir, self.cfg.trainer.loggers, self.step, self.total_steps, config=to_dict(self.cfg), bar=bar
             )
