@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ssl_bench import __version__
 from ssl_bench.cli.data import add_data_parser, cmd_data
+from ssl_bench.cli.predict import add_predict_parser, cmd_predict
 from ssl_bench.core.errors import SSLBenchError
 
 DESCRIPTION = """\
@@ -28,6 +29,7 @@ Typical workflow:
   ssl-bench resume results/runs/.../<run>                 # continue a killed run
   ssl-bench eval results/runs/.../<run> --split val       # re-score a run
   ssl-bench check --method my-method --plugin my.py       # contract-test your own method
+  ssl-bench predict results/runs/.../<run> -i images/ -o preds/   # label maps of your images
   ssl-bench metrics pred/ ref/ --classes 1 2 3            # score any tool's predictions
 """
 
@@ -144,6 +146,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="metric implementation for the test evaluation (= --set eval.metrics_backend=...; default ssl-bench)",
     )
+    p.add_argument(
+        "--logger",
+        default=None,
+        metavar="NAMES",
+        help="extra loggers, comma-separated: tensorboard (<run>/tensorboard/), csv (<run>/scalars.csv), wandb "
+        "(= --set trainer.loggers=...); train.log is always written",
+    )
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
 
     p = sub.add_parser(
@@ -203,6 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_parsers(sub, plugin)  # table, leaderboard, figure
     add_data_parser(sub)  # data prepare / check / info
+    add_predict_parser(sub, plugin, runtime)  # predict
     return parser
 
 
@@ -239,6 +249,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     overrides = parse_set(args.sets)
     if args.metrics_backend:
         overrides = {"eval.metrics_backend": args.metrics_backend, **overrides}
+    if args.logger is not None:
+        overrides = {"trainer.loggers": [n.strip() for n in args.logger.split(",") if n.strip()], **overrides}
     cfg = resolve_config(
         args.method,
         args.dataset,
@@ -324,6 +336,7 @@ COMMANDS = {
     "check": cmd_check,
     "metrics": cmd_metrics,
     "data": cmd_data,
+    "predict": cmd_predict,
     **importlib.import_module("ssl_bench.cli.table").COMMANDS,  # table, leaderboard, figure
 }
 

@@ -97,7 +97,10 @@ class TrainerConfig:
     val_every: int = 1
     #: write checkpoints/last.pt every N steps (also at every epoch end)
     ckpt_every: int = 200
+    #: a metrics.jsonl record and a train.log line every N steps (and at every validation)
     log_every: int = 10
+    #: extra loggers of the same scalars (training.loggers): any of "tensorboard", "csv", "wandb"
+    loggers: tuple[str, ...] = ()
     #: model evaluated on the test split: "best-val" (highest mean foreground val Dice) or "last"
     select: str = "best-val"
     #: mixed precision (CUDA only; ignored on CPU)

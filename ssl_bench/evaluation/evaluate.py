@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,26 @@ DISTANCE_METRICS = ("hd", "hd95", "asd", "assd")
 OVERLAP_METRICS = ("dice", "jaccard", "precision", "recall")
 COUNT_KEYS = ("tp", "fp", "fn", "n_ref", "n_pred")
 CSV_METRICS = (*OVERLAP_METRICS, *DISTANCE_METRICS, *(f"{m}_vox" for m in DISTANCE_METRICS))
+
+
+def _slice_logits(
+    predict: Callable[[torch.Tensor], torch.Tensor],
+    image: np.ndarray,
+    size: tuple[int, int],
+    batch_size: int,
+    device: torch.device | str,
+    image_resize: str,
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """``(first slice, logits [B, K, *size])`` per batch of slices of a ``(Z, Y, X)`` volume at the training size."""
+    check_image_resize(image_resize)
+    if image.ndim != 3:
+        raise DataError(f"expected a (Z, Y, X) volume, got shape {image.shape}")
+    for start in range(0, image.shape[0], batch_size):
+        x = torch.from_numpy(np.ascontiguousarray(image[start : start + batch_size], dtype=np.float32))[:, None]
+        logits = predict(resize_images(x.to(device), size, image_resize)).float()
+        if not torch.isfinite(logits).all():
+            raise DataError("the model produced NaN/inf logits; the checkpoint is broken (NaN weights?)")
+        yield start, logits
 
 
 @torch.no_grad()
@@ -54,21 +74,39 @@ def predict_volume_2d(
     Returns:
         ``(Z, Y, X)`` uint8 label map.
     """
-    check_image_resize(image_resize)
-    if image.ndim != 3:
-        raise DataError(f"expected a (Z, Y, X) volume, got shape {image.shape}")
     out = np.empty(image.shape, dtype=np.uint8)
     native = tuple(image.shape[1:])
-    for start in range(0, image.shape[0], batch_size):
-        x = torch.from_numpy(np.ascontiguousarray(image[start : start + batch_size], dtype=np.float32))[:, None]
-        logits = predict(resize_images(x.to(device), size, image_resize)).float()
-        if not torch.isfinite(logits).all():
-            raise DataError("the model produced NaN/inf logits; the checkpoint is broken (NaN weights?)")
+    for start, logits in _slice_logits(predict, image, size, batch_size, device, image_resize):
         if image_resize == "nearest":  # arg-max, then the label map zoomed back with order 0 (SSL4MIS)
             pred = resize_labels(logits.argmax(1), native, "nearest")
         else:  # bilinear on logits, then arg-max
             pred = resize_images(logits, native).argmax(1)
         out[start : start + batch_size] = pred.to(torch.uint8).cpu().numpy()
+    return out
+
+
+@torch.no_grad()
+def predict_probabilities_2d(
+    predict: Callable[[torch.Tensor], torch.Tensor],
+    image: np.ndarray,
+    size: tuple[int, int],
+    batch_size: int = 16,
+    device: torch.device | str = "cpu",
+    image_resize: str = "bilinear",
+) -> np.ndarray:
+    """Class probabilities ``[K, Z, Y, X]`` float32 of :func:`predict_volume_2d`'s prediction (its arg-max):
+    softmax of the logits resized back (``"bilinear"``), or the softmax zoomed back with order 0 (``"nearest"``)."""
+    out: np.ndarray | None = None
+    native = tuple(image.shape[1:])
+    for start, logits in _slice_logits(predict, image, size, batch_size, device, image_resize):
+        if image_resize == "nearest":
+            probs = resize_images(logits.softmax(1), native, "nearest")
+        else:
+            probs = resize_images(logits, native).softmax(1)
+        if out is None:
+            out = np.empty((probs.shape[1], *image.shape), dtype=np.float32)
+        out[:, start : start + batch_size] = probs.permute(1, 0, 2, 3).cpu().numpy()
+    assert out is not None
     return out
 
 
@@ -129,6 +167,30 @@ def volume_predictor(
         batch_size=eval_cfg.batch_size,
         device=device,
     )
+
+
+def volume_probabilities(
+    predict: Callable[[torch.Tensor], torch.Tensor],
+    dims: int,
+    eval_cfg: Any,
+    image_size: tuple[int, int],
+    device: torch.device | str = "cpu",
+    image_resize: str = "bilinear",
+) -> Callable[[np.ndarray], np.ndarray]:
+    """``(Z, Y, X)`` volume -> ``[K, Z, Y, X]`` float32 probabilities whose arg-max is :func:`volume_predictor`'s
+    label map."""
+    if dims == 2:
+        return lambda image: predict_probabilities_2d(
+            predict, image, image_size, eval_cfg.batch_size, device, image_resize
+        )
+    from ssl_bench.evaluation.inference import sliding_window_probs
+
+    def probabilities(image: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None]
+        kwargs = {"blend": eval_cfg.blend, "batch_size": eval_cfg.batch_size, "device": device}
+        return sliding_window_probs(predict, x, eval_cfg.patch_size, eval_cfg.stride, **kwargs).numpy()
+
+    return probabilities
 
 
 def evaluate_cases(

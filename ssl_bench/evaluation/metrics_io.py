@@ -45,7 +45,8 @@ def load_label_map(path: str | Path) -> tuple[np.ndarray, tuple[float, ...] | No
       x, y, z; it is NOT reoriented or transposed to (Z, Y, X)) and the spacing from the header zooms, in the same
       order, in the header's spatial unit (normally mm). Trailing singleton axes beyond the third are dropped.
     * ``.npy``: the array as saved; spacing None.
-    * ``.h5`` / ``.hdf5`` (h5py): dataset ``label`` (e.g. (Z, H, W) in the SSL4MIS files); spacing None.
+    * ``.h5`` / ``.hdf5`` (h5py): dataset ``label`` (e.g. (Z, H, W) in the SSL4MIS files); spacing from its
+      ``spacing`` attribute if it has one (``ssl-bench predict --split`` writes it), else None.
 
     Args:
         path: file to read.
@@ -86,7 +87,8 @@ def load_label_map(path: str | Path) -> tuple[np.ndarray, tuple[float, ...] | No
                 raise MetricInputError(
                     f"{path}: HDF5 file has no dataset {_H5_DATASET!r}; available: {available or 'none'}"
                 )
-            return f[_H5_DATASET][()], None
+            spacing = f[_H5_DATASET].attrs.get("spacing")  # written by `ssl-bench predict --split`
+            return f[_H5_DATASET][()], None if spacing is None else tuple(float(s) for s in np.ravel(spacing))
     except MetricInputError:
         raise
     except Exception as exc:  # corrupt / truncated / wrong format
@@ -143,9 +145,10 @@ def score_paths(
     file of the same name in PRED (otherwise an error lists the missing ones); prediction files without a
     reference are ignored with a ``UserWarning``. Files with other extensions and hidden files are skipped.
 
-    Spacing: an explicit ``spacing`` wins (assumed to be in mm); otherwise the NIfTI header zooms of the
-    reference; otherwise none (distances in voxels). Each row's ``spacing_unit`` says which (``"mm"`` or
-    ``"voxel"``). A NIfTI prediction whose zooms differ from the reference's triggers a warning.
+    Spacing: an explicit ``spacing`` wins (assumed to be in mm); otherwise the NIfTI header zooms (or the HDF5
+    ``label`` attribute ``spacing``) of the reference; otherwise none (distances in voxels). Each row's
+    ``spacing_unit`` says which (``"mm"`` or ``"voxel"``). A prediction whose spacing differs from the reference's
+    triggers a warning.
 
     Args:
         pred: prediction file or folder.

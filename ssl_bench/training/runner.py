@@ -52,6 +52,7 @@ from ssl_bench.core.registry import BACKBONES, DATASETS, METHODS, load_plugin_fi
 from ssl_bench.core.transforms import IMAGE_RESIZE
 from ssl_bench.evaluation.evaluate import evaluate_cases, format_summary_table, summarize, volume_predictor, write_eval
 from ssl_bench.training.augment import AUGMENTATIONS
+from ssl_bench.training.loggers import check_loggers
 from ssl_bench.training.streams import derive_seed
 from ssl_bench.training.trainer import SELECTIONS, StopRequested, Trainer, seed_everything
 
@@ -178,6 +179,7 @@ def validate_config(cfg: RunConfig) -> None:
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
+    check_loggers(cfg.trainer.loggers)
     try:
         method_cls.check_config(cfg, spec.dims)
     except ValueError as exc:

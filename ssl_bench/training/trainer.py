@@ -28,6 +28,7 @@ from ssl_bench.core.io import atomic_torch_save, atomic_write_text
 from ssl_bench.core.method import Batch, EpochData, Method, Stage, StepInfo
 from ssl_bench.core.transforms import prepare_slices
 from ssl_bench.evaluation.evaluate import evaluate_cases, mean_foreground_dice, volume_predictor
+from ssl_bench.training.loggers import RunLogs
 from ssl_bench.training.streams import CropSource, Source, Stream, TensorSource, center_start, crop_or_pad, derive_seed
 
 CHECKPOINT_VERSION = 1
@@ -161,6 +162,7 @@ class Trainer:
         self.best_step = -1
         self.history: list[dict[str, Any]] = []
         self._stop = False
+        self.run_logs: RunLogs | None = None  # train.log and trainer.loggers, open while fit() runs
 
     # -- construction helpers -------------------------------------------------------------------------------------
 
@@ -272,6 +274,8 @@ class Trainer:
     def _log(self, record: dict[str, Any]) -> None:
         with self.metrics_path.open("a") as fh:
             fh.write(json.dumps(record) + "\n")
+        if self.run_logs is not None:
+            self.run_logs.write(record)
 
     # -- loop -----------------------------------------------------------------------------------------------------
 
@@ -362,6 +366,11 @@ class Trainer:
             dynamic_ncols=True,
         )
         try:
+            if self.step == 0 and self.metrics_path.exists():
+                self._truncate_metrics_log()  # a restart killed before its first checkpoint: drop that attempt's lines
+            self.run_logs = RunLogs.open(
+                self.run_dir, self.cfg.trainer.loggers, self.step, self.total_steps, config=to_dict(self.cfg), bar=bar
+            )
             while self.stage_index < len(self.stages):
                 stage = self.stages[self.stage_index]
                 spe = self.steps_per_epoch[self.stage_index]
@@ -395,6 +404,9 @@ class Trainer:
             self.save_checkpoint()
         finally:
             bar.close()
+            if self.run_logs is not None:
+                self.run_logs.close()
+                self.run_logs = None
             for s, handler in old.items():
                 signal.signal(s, handler)
 

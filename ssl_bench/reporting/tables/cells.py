@@ -41,6 +41,7 @@ UNMATCHED_KEYS = (
     "dataset.root",
     "trainer.ckpt_every",
     "trainer.log_every",
+    "trainer.loggers",
     "trainer.stop_on_nan",
     "eval.batch_size",
     "eval.metrics_backend",
