@@ -76,9 +76,10 @@ def _estimator_label(rec: RunRecord) -> str:
 def run_labels(records: Sequence[RunRecord]) -> list[str]:
     """Short legend labels: the settings that differ between the runs (method, estimator, α, ..., seed), then the
     other config keys that some run sets apart from its preset, where they differ between the runs
-    (``iters_per_epoch=160``; see :func:`ssl_bench.reporting.tables.variant_items`)."""
+    (``iters_per_epoch=160``; see :func:`ssl_bench.reporting.tables.variant_items`). Runs of one setting are
+    compared with each other directly, which needs no registry (so no torch)."""
     from ssl_bench.core.config import format_config_value
-    from ssl_bench.reporting.tables import variant_items
+    from ssl_bench.reporting.tables import UNMATCHED_KEYS, variant_items
 
     fields = [
         ("method", "method", ""),
@@ -91,7 +92,10 @@ def run_labels(records: Sequence[RunRecord]) -> list[str]:
         ("seed", "seed", "seed "),
     ]
     varying = [f for f in fields if len({str(r.get(f[0])) for r in records}) > 1]
-    variants = [variant_items(r) or {} for r in records]
+    if all(key == "seed" for key, _, _ in varying):  # one setting: its expected config is common to all runs
+        variants = [{k: v for k, v in r.config.items() if k not in UNMATCHED_KEYS} for r in records]
+    else:  # each run against what its own setting resolves to (imports the registry)
+        variants = [variant_items(r) or {} for r in records]
     extra = sorted({k for v in variants for k in v if len({str(w.get(k)) for w in variants}) > 1})
     if not varying:
         varying = fields[:1]
