@@ -40,7 +40,8 @@ def test_run_labels_show_what_differs(smoke_tree, tmp_path):  # noqa: F811
     cfg = yaml.safe_load((longer / "config.yaml").read_text())
     cfg["trainer"]["epochs"] = 7
     (longer / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-    assert run_labels(_records([recs[0].path, longer])) == ["unet", "unet epochs=7"]
+    # runs of one setting are told apart by their values of the keys they differ in (no registry needed)
+    assert run_labels(_records([recs[0].path, longer])) == ["unet epochs=2", "unet epochs=7"]
     assert run_labels(_records([recs[0].path, recs[2].path, longer])) == ["unet", "mean-teacher", "unet epochs=7"]
 
 
@@ -121,3 +122,68 @@ def test_overlays_binary_contours(tmp_path):
     cfg = resolve_config("unet", "pancreas-phantom", preset="smoke", seed=0, overrides=fast)
     run = start_run(cfg, out=tmp_path / "runs", progress=False, echo=lambda s: None).run_dir
     _check(make_figure("overlays", [run], tmp_path / "bin"), tmp_path / "bin")
+
+
+# -- figures for a paper (issue #19 item 4) ---------------------------------------------------------------------------
+
+
+def _with_nan(src: Path, dest: Path) -> Path:
+    """A copy of a run with a log of its own: 6 training steps (the third loss NaN), validation at steps 2, 4, 6
+    (the second Dice NaN)."""
+    shutil.copytree(src, dest, ignore=shutil.ignore_patterns("checkpoints"))
+    losses = [1.0, 0.8, float("nan"), 0.5, 0.4, 0.3]
+    recs = [{"type": "train", "step": i + 1, "epoch": 0, "loss": v} for i, v in enumerate(losses)]
+    recs += [
+        {"type": "val", "step": s, "epoch": 0, "val_dice_fg": d} for s, d in ((2, 0.3), (4, float("nan")), (6, 0.5))
+    ]
+    (dest / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in recs) + "\n")
+    return dest
+
+
+def _line_colours(fig) -> set[str]:
+    from matplotlib.colors import to_hex
+
+    return {to_hex(line.get_color()) for ax in fig.axes for line in ax.get_lines()}
+
+
+def test_curves_for_a_paper(smoke_tree, tmp_path):  # noqa: F811
+    from ssl_bench.reporting.figure_style import NAN_MARKER, OKABE_ITO, PAGE_WIDTH
+    from ssl_bench.reporting.figures import fig_curves, save_figure
+
+    unet = _run_dirs(smoke_tree, "unet")[0]
+    nan_run = _with_nan(unet, tmp_path / "nan" / "20990101-000000-nan")
+    fig = fig_curves([unet, _run_dirs(smoke_tree, "mean-teacher")[0], nan_run])
+    ax_val, ax_loss, ax_unsup = fig.axes
+    # validation Dice on its own axis (0-1), the loss on another, the unsupervised terms (normalised) on a third
+    assert ax_val.get_title() == "validation Dice" and ax_val.get_ylim() == (0.0, 1.0)
+    assert ax_loss.get_ylabel() == "training loss" and ax_unsup.get_ylabel() == "term / its maximum"
+    assert max(y for line in ax_unsup.get_lines() for y in line.get_ydata()) == pytest.approx(1.0)
+    # one legend for the figure, none on the panels; colours from the colour-blind-safe palette
+    assert len(fig.legends) == 1 and all(ax.get_legend() is None for ax in fig.axes)
+    assert _line_colours(fig) <= {c.lower() for c in OKABE_ITO} | {"#4d4d4d"}
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert "NaN (no value)" in labels and "consistency" in labels
+    # the NaN points are marked (at the bottom edge of their axis), not dropped silently
+    for ax in (ax_val, ax_loss):
+        marks = [line for line in ax.get_lines() if line.get_marker() == NAN_MARKER["marker"]]
+        assert len(marks) == 1 and len(marks[0].get_xdata()) == 1
+    assert fig.get_figwidth() == pytest.approx(PAGE_WIDTH)
+    png, pdf = save_figure(fig, tmp_path / "curves")
+    assert b"/FontFile2" in pdf.read_bytes()  # vector PDF with TrueType text, not a picture of it
+    assert png.read_bytes()[:8] == PNG
+
+
+def test_pl_figures_have_one_legend_and_human_labels(smoke_tree, tmp_path):  # noqa: F811
+    from ssl_bench.reporting.figures import fig_pl_course, fig_pl_quality
+
+    crm = _run_dirs(smoke_tree, "coranet")[0]
+    soft = _with_estimator(crm, tmp_path / "soft" / "20990101-000000-soft", "softmax-threshold", 0.7, 0.5)
+    for make in (fig_pl_quality, fig_pl_course):
+        fig = make([crm, soft], region="all")
+        assert len(fig.legends) == 1 and all(ax.get_legend() is None for ax in fig.axes), make.__name__
+        legend = fig.legends[0]
+        texts = [t.get_text() for t in legend.get_texts()]
+        assert {"crm", "softmax-threshold 0.7"} <= set(texts)
+        assert "cls" not in legend.get_title().get_text() and "estimator" in legend.get_title().get_text()
+    course = fig_pl_course([crm, soft], region="all")
+    assert {"RV", "Myo", "LV"} <= {t.get_text() for t in course.legends[0].get_texts()}  # class names, not ids

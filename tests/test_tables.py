@@ -4,6 +4,7 @@ missing runs, and the ``table`` / ``leaderboard`` commands."""
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import math
@@ -300,11 +301,41 @@ def test_provenance_names_runs_hashes_and_git(synthetic):
     cell = next(c for c in prov["cells"] if c["row"] == "base" and c["column"] == "RV")
     assert [r["run_id"] for r in cell["runs"]] == ["20260101-000000-u0", "20260101-000001-u1", "20260101-000002-u2"]
     assert [r["git_sha"] for r in cell["runs"]] == [f"{s:040d}" for s in (0, 1, 2)]
-    hashes = [json.loads((Path(r["path"]) / "manifest.json").read_text())["config_hash"] for r in cell["runs"]]
+    folders = {d.name: d for d in root.rglob("2026*") if (d / "manifest.json").exists()}
+    hashes = [json.loads((folders[r["run_id"]] / "manifest.json").read_text())["config_hash"] for r in cell["runs"]]
     assert [r["config_hash"] for r in cell["runs"]] == hashes
     assert [r["value"] for r in cell["runs"]] == pytest.approx([70.0, 60.0, 80.0])
     assert cell["duplicates_ignored"] == 1 and cell["n"] == 3
     assert prov["preset"] == "smoke" and prov["seeds"] == [0, 1, 2]
+    # the inputs' content, by hand: sha256 over name + bytes of the config and the scores the cell read
+    digest = hashlib.sha256()
+    for name in ("config.yaml", "eval/test/per_case.csv", "eval/test/summary.json"):
+        digest.update(name.encode() + b"\0" + (folders["20260101-000000-u0"] / name).read_bytes() + b"\0")
+    assert cell["runs"][0]["sha256"] == digest.hexdigest()
+    assert prov["spec"] == {"file": "T.yaml", "sha256": hashlib.sha256(spec.path.read_bytes()).hexdigest()}
+
+
+def test_rendering_is_deterministic_and_independent_of_where_records_lie(synthetic, tmp_path, monkeypatch):
+    """The same records give byte-identical files: rendered twice, from a copy of the records elsewhere and from
+    another working directory; no path, git state or count of other runs found gets into them."""
+    import shutil
+
+    from ssl_bench.reporting.tables import build_table, write_table
+
+    spec, root = synthetic
+    fake_run(tmp_path / "other", "vat", 0, MT0, 5.0, "20260101-000020-vat0")  # a run no cell uses
+    copy = tmp_path / "elsewhere" / "records"
+    shutil.copytree(root, copy)
+    rendered = []
+    for i, (dirs, cwd) in enumerate([([root], tmp_path), ([root], tmp_path), ([copy, tmp_path / "other"], copy)]):
+        monkeypatch.chdir(cwd)
+        written = write_table(build_table(spec, dirs, preset="smoke"), tmp_path / f"out{i}")
+        rendered.append({p.name: p.read_bytes() for p in written})
+    assert rendered[0] == rendered[1] == rendered[2]
+    prov = rendered[0]["T-smoke.provenance.json"].decode()
+    assert str(tmp_path) not in prov and "runs" in json.loads(prov)["cells"][0]
+    assert "git_state" not in prov and "results_dirs" not in prov and "generated_by" not in prov
+    assert "4 run(s) used" in rendered[0]["T-smoke.md"].decode()
 
 
 def test_missing_runs_commands_resume_and_blocked(synthetic, tmp_path):
@@ -536,7 +567,7 @@ def test_leaderboard(cli, capsys, synthetic):
     assert list(hd["method"]) == ["mean-teacher", "unet"]  # lower is better
     assert cli("leaderboard", "--results", root, "--dataset", "cardiac-phantom") == 0
     out = capsys.readouterr().out
-    assert "| 1 | cardiac-phantom | 0.2 | smoke | mean-teacher |" in out and "params train/test" in out
+    assert "| 1 | mean-teacher | — | — | unet2d |" in out and "params train/test" in out
     assert cli("leaderboard", "--results", root, "--format", "csv", "--labeled", "0.5") == 0
     assert capsys.readouterr().out.strip().startswith("rank,")
     # a run with another setting (here a longer schedule) is its own row, named by what differs
@@ -544,10 +575,11 @@ def test_leaderboard(cli, capsys, synthetic):
         root, "unet", 0, {k: [0.2] * 6 for k in (1, 2, 3)}, 1.0, "20270101-000000-long", overrides={"trainer.epochs": 7}
     )
     lb = leaderboard(root, metric="dice")
-    assert list(lb["variant"]) == ["", "", "trainer.epochs=7"] and list(lb["rank"]) == [1, 2, 3]
+    assert list(lb["variant"]) == ["", "", "trainer.epochs=7"] and list(lb["rank"]) == [1, 2, 1]  # its own ranking
     assert lb.iloc[2]["n_runs"] == 1 and lb.iloc[2]["mean"] == pytest.approx(20.0)
     assert cli("leaderboard", "--results", root) == 0
-    assert "| smoke | unet | — | — | unet2d | trainer.epochs=7 | 20.00 | 1 |" in capsys.readouterr().out
+    assert "variant trainer.epochs=7\n\n| rank" in (out := capsys.readouterr().out)
+    assert "| 1 | unet | — | — | unet2d | 20.00 | 1 * |" in out
 
 
 def test_a_spec_file_of_ones_own_renders_like_a_paper_table(capsys, tmp_path):

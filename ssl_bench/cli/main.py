@@ -110,7 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="List what is registered (built-ins, installed plugins and --plugin files).",
     )
     p.add_argument("kind", choices=["methods", "estimators", "datasets", "backbones", "tables"])
-    p.add_argument("pattern", nargs="?", default=None, help="fnmatch filter, e.g. 'coranet*'")
+    p.add_argument(
+        "pattern",
+        nargs="?",
+        default=None,
+        help="keep names containing PATTERN ('mean' finds mean-teacher), or matching it as a glob ('coranet-seg*')",
+    )
 
     p = sub.add_parser(
         "run",
@@ -185,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
         "check",
         parents=[plugin],
         help="contract-test a method on tiny synthetic 2D/3D batches",
-        description=textwrap.dedent(importlib.import_module("ssl_bench.training.check").__doc__ or ""),
+        description=_module_doc("ssl_bench.training.check"),
         formatter_class=fmt,
     )
     p.add_argument("--method", required=True)
@@ -223,17 +228,27 @@ def _load_plugins(paths: list[str]) -> None:
         load_plugin_file(path)
 
 
-def cmd_list(args: argparse.Namespace) -> int:
-    from ssl_bench.core.registry import REGISTRIES
+def _module_doc(module: str) -> str:
+    """A module's docstring read from its source, without importing it (``check``'s imports torch)."""
+    import ast
+    import importlib.util
 
-    entries = REGISTRIES[args.kind].entries()
-    entries = [e for e in entries if args.pattern is None or e.name in REGISTRIES[args.kind].names(args.pattern)]
+    spec = importlib.util.find_spec(module)
+    origin = spec.origin if spec is not None else None
+    source = Path(origin).read_text(encoding="utf-8") if origin else ""
+    return textwrap.dedent(ast.get_docstring(ast.parse(source), clean=False) or "")
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from ssl_bench.cli.listing import list_entries
+
+    entries = list_entries(args.kind, args.pattern, args.plugin)
     if not entries:
         print(f"no {args.kind} registered" + (f" matching {args.pattern!r}" if args.pattern else ""))
         return 0
-    width = max(len(e.name) for e in entries)
-    for e in entries:
-        print(f"{e.name:<{width}}  {e.summary}")
+    width = max(len(name) for name, _ in entries)
+    for name, summary in entries:
+        print(f"{name:<{width}}  {summary}")
     return 0
 
 

@@ -26,6 +26,20 @@ examples:
 """
 
 
+LEADERBOARD_EPILOG = """\
+groups: a variant (runs whose config differs from what their preset resolves to, e.g. made with
+--set trainer.epochs=40 or --set params.joint_bn=false) is ranked in a group of its own, never with the plain
+preset; fully supervised (every label) is shown as its group's upper bound, not ranked; n = runs, marked * below
+--min-n.
+
+examples:
+  ssl-bench leaderboard                                   # every group, Markdown
+  ssl-bench leaderboard --dataset acdc --labeled 7        # one dataset and budget
+  ssl-bench leaderboard --format html --out lb.html       # a sortable page to open in a browser
+  ssl-bench leaderboard --metric hd95_vox --min-n 2       # lower is better for distances
+"""
+
+
 def _results_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--results",
@@ -102,17 +116,25 @@ def add_parsers(sub: argparse._SubParsersAction, plugin: argparse.ArgumentParser
     p = sub.add_parser(
         "leaderboard",
         parents=[plugin],
+        formatter_class=fmt,
+        epilog=LEADERBOARD_EPILOG,
         help="rank every method/estimator/backbone setting found in the results",
-        description="Every setting (dataset, labelled budget, preset, method, estimator, alpha, backbone) with "
-        "finished runs, ranked by the foreground mean of METRIC (mean ± std over seeds), with compute cost "
-        "and provenance.",
+        description="Every setting (dataset, labelled budget, preset, method, estimator, alpha, backbone, variant) "
+        "with finished runs, ranked by the foreground mean of METRIC (mean ± std over seeds) within its group "
+        "(dataset, labelled budget, preset, variant), with compute cost and provenance.",
     )
     _results_arg(p)
-    p.add_argument("--dataset", default=None)
-    p.add_argument("--labeled", type=float, default=None, metavar="FRACTION|COUNT")
-    p.add_argument("--preset", default=None)
+    p.add_argument("--dataset", default=None, help="only this dataset")
+    p.add_argument("--labeled", type=float, default=None, metavar="FRACTION|COUNT", help="only this labelled budget")
+    p.add_argument("--preset", default=None, help="only runs of this preset")
     p.add_argument("--metric", default="dice", help="dice, jaccard, precision, recall, hd95_vox, asd_vox, ...")
-    p.add_argument("--format", default="md", choices=["md", "tex", "csv", "html"])
+    p.add_argument("--min-n", type=int, default=3, metavar="N", help="mark settings with fewer than N runs (default 3)")
+    p.add_argument(
+        "--format",
+        default="md",
+        choices=["md", "csv", "html", "tex"],
+        help="md: a table per group; csv: every column; html: one self-contained sortable page (default md)",
+    )
     p.add_argument("--out", type=Path, default=None, help="also write the leaderboard to this file")
 
     p = sub.add_parser(
@@ -190,13 +212,18 @@ def cmd_table(args: argparse.Namespace) -> int:
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from ssl_bench.core.errors import ConfigError
     from ssl_bench.reporting.leaderboard import leaderboard, render_leaderboard
 
     labeled = args.labeled
     if labeled is not None and labeled > 1 and labeled == int(labeled):
         labeled = int(labeled)
-    frame = leaderboard(args.results, dataset=args.dataset, labeled=labeled, preset=args.preset, metric=args.metric)
-    text = render_leaderboard(frame, args.format, metric=args.metric)
+    if args.min_n < 1:
+        raise ConfigError(f"--min-n must be at least 1, got {args.min_n}")
+    frame = leaderboard(
+        args.results, dataset=args.dataset, labeled=labeled, preset=args.preset, metric=args.metric, min_n=args.min_n
+    )
+    text = render_leaderboard(frame, args.format, metric=args.metric, min_n=args.min_n)
     print(text, end="")
     if args.out:
         from ssl_bench.core.io import atomic_write_text

@@ -87,6 +87,20 @@ def normalize_name(name: str) -> str:
     return re.sub(r"[\s_]+", "-", name.strip()).lower()
 
 
+def name_matches(name: str, pattern: str | None) -> bool:
+    """Does registry name ``name`` match ``pattern``? None matches everything; a pattern with glob characters
+    (``*?[``) is an fnmatch pattern on the whole name, any other a substring of it (``"mean"`` finds
+    ``mean-teacher``). Case, ``_`` and spaces are normalised as in look-ups."""
+    if pattern is None:
+        return True
+    key = normalize_name(pattern)
+    if any(c in key for c in "*?["):
+        import fnmatch
+
+        return fnmatch.fnmatchcase(name, key)
+    return key in name
+
+
 @dataclass(frozen=True)
 class Entry(Generic[T]):
     """One registered object and where it came from."""
@@ -165,12 +179,10 @@ class Registry(Generic[T]):
         return self.entry(name).obj
 
     def names(self, pattern: str | None = None) -> list[str]:
-        """Registered names, sorted; ``pattern`` is an fnmatch pattern (``"coranet*"``)."""
-        import fnmatch
-
+        """Registered names, sorted; ``pattern`` is a glob (``"coranet*"``) or a substring (``"mean"``), see
+        :func:`name_matches`."""
         self._ensure()
-        names = sorted(self._entries)
-        return [n for n in names if pattern is None or fnmatch.fnmatch(n, normalize_name(pattern))]
+        return [n for n in sorted(self._entries) if name_matches(n, pattern)]
 
     def entries(self) -> list[Entry[T]]:
         return [self._entries[n] for n in self.names()]

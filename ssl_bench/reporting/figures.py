@@ -1,4 +1,4 @@
-"""Figures of the CoraNet paper from run folders (matplotlib/seaborn; every figure is saved as PNG and PDF).
+"""Figures of the CoraNet paper from run folders (matplotlib; every figure is saved as PNG and vector PDF).
 
 =========  ===============================================================================  ====================
 kind       what                                                                             needs
@@ -6,12 +6,14 @@ kind       what                                                                 
 fig3       PPV / TPR / CSI of the initial pseudo-labels (end of pre-training), bars per       ``metrics.jsonl``
            estimator (Fig. 3)                                                                 epoch records
 fig4       the same over self-training, one line per estimator (Fig. 4)                       ``metrics.jsonl``
-masks      uncertain-region mask (red) and ground truth (yellow) over test images (Fig. 5/8)  checkpoints
-overlays   contours of several runs vs ground truth (red) (Fig. 6/7); per-class fills for     checkpoints
+masks      uncertain-region mask and ground truth over test images (Fig. 5/8)                checkpoints
+overlays   contours of several runs vs ground truth (Fig. 6/7); per-class fills for          checkpoints
            multi-class data (Fig. 9)
-curves     training loss per step and validation Dice per epoch                              ``metrics.jsonl``
+curves     validation Dice, training loss, unsupervised loss terms (normalised)              ``metrics.jsonl``
 =========  ===============================================================================  ====================
 
+Every figure has one legend (below the panels), human labels, the colour-blind-safe Okabe-Ito palette, NaN values
+marked where they fall (not left as gaps) and the sizes of a two-column paper (see :mod:`.figure_style`).
 Pseudo-label quality is what CoraNet logs at every refresh of its pseudo-labels (``pl/<region>/<ppv|tpr|csi>_<k>``,
 scored against the unlabelled images' labels, which training never sees). Each function returns a matplotlib
 ``Figure`` (made without pyplot, so it works headless and in notebooks); :func:`save_figure` writes it.
@@ -28,6 +30,21 @@ import numpy as np
 import pandas as pd
 
 from ssl_bench.core.errors import RunDirError
+from ssl_bench.reporting.figure_style import (
+    COLUMN_WIDTH,
+    LINE_STYLES,
+    OKABE_ITO,
+    PAGE_WIDTH,
+    VERMILLION,
+    YELLOW,
+    colour,
+    figure_legend,
+    line_with_nan_marks,
+    nan_handle,
+    new_figure,
+    paper_rc,
+    paper_style,
+)
 from ssl_bench.reporting.results import RunRecord, _read_run, load_metrics_log
 
 __all__ = [
@@ -43,9 +60,10 @@ __all__ = [
 ]
 
 KINDS = ("fig3", "fig4", "masks", "overlays", "curves")
-#: contour colours of Fig. 6/7 after the ground truth (red): mean teacher, Π-model, TE, U-Net, UA-MT, ours
-PAPER_COLOURS = ("black", "blue", "cyan", "magenta", "green", "yellow", "orange", "purple")
-CLASS_COLOURS = ("#e41a1c", "#377eb8", "#4daf4a", "#984ea3", "#ff7f00", "#ffff33")
+#: contour colours of the runs in Fig. 6/7 (the ground truth is yellow): Okabe-Ito without yellow
+RUN_COLOURS = tuple(c for c in OKABE_ITO if c != YELLOW)
+#: per-class fills of Fig. 9 (class 1, 2, ...): Okabe-Ito
+CLASS_COLOURS = OKABE_ITO
 _PL_KEY = re.compile(r"^pl/(?P<region>[a-z]+)/(?P<metric>ppv|tpr|csi)_(?P<cls>\d+)$")
 
 
@@ -76,9 +94,11 @@ def _estimator_label(rec: RunRecord) -> str:
 def run_labels(records: Sequence[RunRecord]) -> list[str]:
     """Short legend labels: the settings that differ between the runs (method, estimator, α, ..., seed), then the
     other config keys that some run sets apart from its preset, where they differ between the runs
-    (``iters_per_epoch=160``; see :func:`ssl_bench.reporting.tables.variant_items`)."""
+    (``iters_per_epoch=160``; see :func:`ssl_bench.reporting.tables.variant_items`). Runs of one setting are
+    compared with each other directly, which needs no registry (so no torch): each is labelled with its value of
+    every key in which they differ (``epochs=2``, ``epochs=7``)."""
     from ssl_bench.core.config import format_config_value
-    from ssl_bench.reporting.tables import variant_items
+    from ssl_bench.reporting.tables import UNMATCHED_KEYS, variant_items
 
     fields = [
         ("method", "method", ""),
@@ -91,7 +111,10 @@ def run_labels(records: Sequence[RunRecord]) -> list[str]:
         ("seed", "seed", "seed "),
     ]
     varying = [f for f in fields if len({str(r.get(f[0])) for r in records}) > 1]
-    variants = [variant_items(r) or {} for r in records]
+    if all(key == "seed" for key, _, _ in varying):  # one setting: its expected config is common to all runs
+        variants = [{k: v for k, v in r.config.items() if k not in UNMATCHED_KEYS} for r in records]
+    else:  # each run against what its own setting resolves to (imports the registry)
+        variants = [variant_items(r) or {} for r in records]
     extra = sorted({k for v in variants for k in v if len({str(w.get(k)) for w in variants}) > 1})
     if not varying:
         varying = fields[:1]
@@ -155,80 +178,144 @@ def _class_names(records: Sequence[RunRecord]) -> dict[int, str]:
     return {}
 
 
-def _new_figure(ncols: int, nrows: int = 1, width: float = 4.0, height: float = 3.4) -> tuple[Any, Any]:
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width * ncols, height * nrows), layout="constrained")
-    axes = fig.subplots(nrows, ncols, squeeze=False)
-    return fig, axes
+METRICS = ("PPV", "TPR", "CSI")
 
 
+@paper_style
 def fig_pl_quality(run_dirs: Iterable[str | Path | RunRecord], region: str = "certain") -> Any:
-    """Fig. 3: PPV, TPR and CSI of the initial pseudo-labels, one bar per estimator (seeds: mean and error bar);
-    one panel per foreground class."""
-    import seaborn as sns
-
+    """Fig. 3: PPV, TPR and CSI of the initial pseudo-labels, one bar per estimator (mean over seeds, error bar:
+    their min-max); one panel per foreground class, one legend. A NaN score is written as "NaN" where its bar
+    would be."""
     records = _records(run_dirs)
     data = pl_quality(records, region)
     initial = data[data["refresh"] == 0]
     classes = sorted(initial["class"].unique())
+    estimators = list(dict.fromkeys(initial["estimator"]))
     names = _class_names(records)
-    fig, axes = _new_figure(len(classes))
+    fig, axes = new_figure(len(classes), panel_height=2.3)
+    width = 0.8 / len(estimators)
     for ax, k in zip(axes[0], classes):
         sub = initial[initial["class"] == k]
-        sns.barplot(data=sub, x="metric", y="value", hue="estimator", order=["PPV", "TPR", "CSI"], ax=ax)
+        for i, est in enumerate(estimators):
+            values = sub[sub["estimator"] == est].groupby("metric")["value"]
+            means = values.mean().reindex(METRICS)
+            spread = None
+            if values.size().max() > 1:  # min-max over seeds (stays within [0, 1], unlike mean ± std)
+                low, high = values.min().reindex(METRICS), values.max().reindex(METRICS)
+                spread = np.nan_to_num(np.stack([means - low, high - means]))
+            x = np.arange(len(METRICS)) - 0.4 + width * (i + 0.5)
+            ax.bar(
+                x,
+                means.fillna(0.0),
+                width,
+                yerr=spread,
+                color=colour(i),
+                label=est,
+                capsize=2,
+                error_kw={"linewidth": 0.8},
+            )
+            for xi, m in zip(x, means):
+                if not np.isfinite(m):
+                    ax.text(xi, 0.02, "NaN", rotation=90, ha="center", va="bottom", fontsize=6, color=colour(i))
+        ax.set_xticks(range(len(METRICS)), METRICS)
         ax.set_ylim(0, 1)
-        ax.set_xlabel("")
         ax.set_ylabel("initial pseudo-labels" if k == classes[0] else "")
-        ax.set_title(names.get(k, f"class {k}") + f" ({region} pixels)")
+        ax.set_title(names.get(k, f"class {k}"))
+        ax.grid(axis="x", visible=False)
+    figure_legend(fig, axes[0][0].get_legend_handles_labels()[0], title=f"estimator ({region} pixels)")
     return fig
 
 
+@paper_style
 def fig_pl_course(run_dirs: Iterable[str | Path | RunRecord], region: str = "certain") -> Any:
-    """Fig. 4: PPV, TPR and CSI of the pseudo-labels at every refresh during self-training, a line per estimator
-    (line style per class for multi-class data)."""
-    import seaborn as sns
+    """Fig. 4: PPV, TPR and CSI of the pseudo-labels at every refresh during self-training: a colour per
+    estimator, a line style per class (multi-class data), mean over seeds (band: their min-max, single-class data);
+    one legend. A NaN point
+    is marked at the bottom of its panel."""
+    from matplotlib.lines import Line2D
 
     records = _records(run_dirs)
     data = pl_quality(records, region)
     names = _class_names(records)
-    data = data.assign(cls=data["class"].map(lambda k: names.get(k, f"class {k}")))
-    multi = data["class"].nunique() > 1
-    fig, axes = _new_figure(3)
-    for ax, metric in zip(axes[0], ["PPV", "TPR", "CSI"]):
+    estimators = list(dict.fromkeys(data["estimator"]))
+    classes = sorted(data["class"].unique())
+    multi = len(classes) > 1
+    fig, axes = new_figure(3, panel_height=2.2)
+    any_nan = False
+    for ax, metric in zip(axes[0], METRICS):
         sub = data[data["metric"] == metric]
-        sns.lineplot(data=sub, x="epoch", y="value", hue="estimator", style="cls" if multi else None, marker="o", ax=ax)
+        for i, est in enumerate(estimators):
+            for j, k in enumerate(classes):
+                series = sub[(sub["estimator"] == est) & (sub["class"] == k)].groupby("epoch")["value"]
+                mean = series.mean()
+                style = {"color": colour(i), "linestyle": LINE_STYLES[j % len(LINE_STYLES)] if multi else "-"}
+                any_nan |= line_with_nan_marks(ax, mean.index, mean.to_numpy(), marker="o", **style)
+                if not multi and series.size().max() > 1:  # one band per line would hide the lines
+                    ax.fill_between(mean.index, series.min(), series.max(), color=colour(i), alpha=0.15, linewidth=0)
         ax.set_title(metric)
         ax.set_ylim(0, 1)
         ax.set_xlabel("epoch")
-        ax.set_ylabel("")
+    axes[0][0].set_ylabel(f"pseudo-labels ({region} pixels)")
+    handles = [Line2D([], [], color=colour(i), marker="o", label=est) for i, est in enumerate(estimators)]
+    if multi:
+        handles += [
+            Line2D([], [], color="0.3", linestyle=LINE_STYLES[j % len(LINE_STYLES)], label=names.get(k, f"class {k}"))
+            for j, k in enumerate(classes)
+        ]
+    if any_nan:
+        handles.append(nan_handle())
+    figure_legend(fig, handles, title="estimator" + (" and class" if multi else ""), ncols=min(len(handles), 6))
     return fig
 
 
 # -- training curves ----------------------------------------------------------------------------------------------
 
 
+@paper_style
 def fig_curves(run_dirs: Iterable[str | Path | RunRecord]) -> Any:
-    """Training loss per logged step and validation foreground Dice at the steps it was measured, a line per run."""
+    """Training curves, a colour per run, one legend: validation foreground Dice on its own panel (0-1), the total
+    training loss on the next, and, where runs log them, the unsupervised loss terms (``unsup/*``, which differ in
+    scale: each divided by its largest value) on a third, a line style per term. NaN points are marked."""
+    from matplotlib.lines import Line2D
+
     records = _records(run_dirs)
     labels = run_labels(records)
-    fig, axes = _new_figure(2)
-    ax_loss, ax_val = axes[0]
-    for rec, label in zip(records, labels):
-        log = load_metrics_log(rec.path)
+    logs = [load_metrics_log(rec.path) for rec in records]
+    terms = sorted({c for log in logs for c in log.columns if c.startswith("unsup/")})
+    fig, axes = new_figure(3 if terms else 2, panel_height=2.3)
+    ax_val, ax_loss = axes[0][0], axes[0][1]
+    any_nan = False
+    for i, log in enumerate(logs):
         if log.empty:
             continue
-        train = log[log["type"] == "train"]
-        if "loss" in train:
-            ax_loss.plot(train["step"], train["loss"], label=label)
-        val = log[log["type"] == "val"]
+        train, val = log[log["type"] == "train"], log[log["type"] == "val"]
         if "val_dice_fg" in val:
-            ax_val.plot(val["step"], val["val_dice_fg"], marker="o", label=label)
-    ax_loss.set(xlabel="step", ylabel="training loss", title="loss")
-    ax_val.set(xlabel="step", ylabel="mean foreground Dice", title="validation Dice")
-    for ax in (ax_loss, ax_val):
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize="small")
+            any_nan |= line_with_nan_marks(ax_val, val["step"], val["val_dice_fg"], color=colour(i), marker="o")
+        if "loss" in train:
+            any_nan |= line_with_nan_marks(ax_loss, train["step"], train["loss"], color=colour(i), linewidth=0.9)
+        for j, term in enumerate(terms):
+            values = pd.to_numeric(train.get(term), errors="coerce")
+            if values is None or not np.isfinite(values).any():
+                continue
+            # a term is logged from its stage on (CoraNet's after pre-training): NaN only between its first and last
+            logged = values.index[np.isfinite(values)]
+            values = values.loc[logged[0] : logged[-1]].to_numpy(dtype=float)
+            steps = train["step"].loc[logged[0] : logged[-1]]
+            top = np.nanmax(np.abs(values))
+            style = {"color": colour(i), "linestyle": LINE_STYLES[j % len(LINE_STYLES)], "linewidth": 0.9}
+            any_nan |= line_with_nan_marks(axes[0][2], steps, values / (top if top > 0 else 1.0), **style)
+    ax_val.set(xlabel="step", ylabel="mean foreground Dice", title="validation Dice", ylim=(0, 1))
+    ax_loss.set(xlabel="step", ylabel="training loss", title="training loss (total)")
+    handles = [Line2D([], [], color=colour(i), label=label) for i, label in enumerate(labels)]
+    if terms:
+        axes[0][2].set(xlabel="step", ylabel="term / its maximum", title="unsupervised loss terms")
+        handles += [
+            Line2D([], [], color="0.3", linestyle=LINE_STYLES[j % len(LINE_STYLES)], label=t.split("/", 1)[1])
+            for j, t in enumerate(terms)
+        ]
+    if any_nan:
+        handles.append(nan_handle())
+    figure_legend(fig, handles, ncols=min(len(handles), 4))
     return fig
 
 
@@ -279,21 +366,33 @@ def _show_image(ax: Any, image: np.ndarray) -> None:
     ax.imshow(image, cmap="gray", interpolation="nearest")
     ax.set_xticks([])
     ax.set_yticks([])
+    ax.grid(False)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
 
 
+def _panel_width(ncols: int) -> float:
+    """Width of a figure of ``ncols`` image panels: one column of the paper for up to two, the page for up to four,
+    wider beyond (1.8 in per panel)."""
+    return COLUMN_WIDTH if ncols <= 2 else PAGE_WIDTH if ncols <= 4 else 1.8 * ncols
+
+
+@paper_style
 def fig_masks(
     run_dirs: Iterable[str | Path | RunRecord],
     cases: Sequence[str] | None = None,
     n_cases: int = 2,
     device: str = "cpu",
 ) -> Any:
-    """Fig. 5/8: the uncertain region (red) of each run's estimator over test slices, ground truth in yellow.
+    """Fig. 5/8: the uncertain region (vermillion) of each run's estimator over test slices, ground truth
+    contoured in yellow; one legend.
 
     One column per run (e.g. CoraNet with alpha 2, 5, 10, or runs stopped at different epochs), one row per case;
     each case is shown at the slice with the largest foreground, resized to the run's training size (2D runs; for
     3D runs the central patch around that slice).
     """
     import torch
+    from matplotlib.colors import to_rgb
 
     from ssl_bench.core.transforms import resize_images, resize_labels
 
@@ -305,7 +404,8 @@ def fig_masks(
             raise RunDirError(f"{rec.path}: method {rec.get('method')!r} has no uncertainty estimator to show")
     adapter0 = models[0][1]
     case_ids = _case_ids(adapter0, cases, n_cases)
-    fig, axes = _new_figure(len(records), len(case_ids), width=3.0, height=3.0)
+    width = _panel_width(len(records))
+    fig, axes = new_figure(len(records), len(case_ids), width=width, panel_height=width / len(records) + 0.15)
     for i, cid in enumerate(case_ids):
         case = adapter0.load_case(cid)
         z = _pick_slice(case.label)
@@ -326,14 +426,24 @@ def fig_masks(
             ax = axes[i][j]
             _show_image(ax, image)
             overlay = np.zeros((*uncertain.shape, 4))
-            overlay[uncertain] = (1.0, 0.0, 0.0, 0.55)
+            overlay[uncertain] = (*to_rgb(VERMILLION), 0.6)
             ax.imshow(overlay, interpolation="nearest")
             if gt.any():
-                ax.contour(gt > 0, levels=[0.5], colors="yellow", linewidths=1.0)
+                ax.contour(gt > 0, levels=[0.5], colors=YELLOW, linewidths=1.0)
             if i == 0:
-                ax.set_title(label, fontsize="small")
+                ax.set_title(label)
             if j == 0:
-                ax.set_ylabel(cid, fontsize="small")
+                ax.set_ylabel(cid)
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    figure_legend(
+        fig,
+        [
+            Patch(color=VERMILLION, alpha=0.6, label="uncertain region"),
+            Line2D([], [], color=YELLOW, label="ground truth"),
+        ],
+    )
     return fig
 
 
@@ -357,6 +467,7 @@ def _masks_3d(
     return crop[k], gt[k], (~umap.certain[0]).cpu().numpy()[k]
 
 
+@paper_style
 def fig_overlays(
     run_dirs: Iterable[str | Path | RunRecord],
     cases: Sequence[str] | None = None,
@@ -385,7 +496,8 @@ def fig_overlays(
         for cid in case_ids:
             preds.setdefault(cid, []).append(predictor(cases_loaded[cid].image))
     if k == 2:
-        fig, axes = _new_figure(len(case_ids), 1, width=3.6, height=3.8)
+        width = _panel_width(len(case_ids))
+        fig, axes = new_figure(len(case_ids), 1, width=width, panel_height=width / len(case_ids) + 0.15)
         for ax, cid in zip(axes[0], case_ids):
             case = cases_loaded[cid]
             z = _pick_slice(case.label)
@@ -394,19 +506,21 @@ def fig_overlays(
             from matplotlib.lines import Line2D
 
             if case.label[z].any():
-                ax.contour(case.label[z] > 0, levels=[0.5], colors="red", linewidths=1.4)
-            handles.append(Line2D([], [], color="red", label="ground truth"))
-            for pred, label, colour in zip(preds[cid], labels, PAPER_COLOURS):
+                ax.contour(case.label[z] > 0, levels=[0.5], colors=YELLOW, linewidths=1.4)
+            handles.append(Line2D([], [], color=YELLOW, label="ground truth"))
+            for r, (pred, label) in enumerate(zip(preds[cid], labels)):
+                run_colour = RUN_COLOURS[r % len(RUN_COLOURS)]
                 if pred[z].any():
-                    ax.contour(pred[z] > 0, levels=[0.5], colors=colour, linewidths=1.0)
-                handles.append(Line2D([], [], color=colour, label=label))
-            ax.set_title(cid, fontsize="small")
-        fig.legend(handles=handles, loc="outside lower center", ncols=min(4, len(handles)), fontsize="small")
+                    ax.contour(pred[z] > 0, levels=[0.5], colors=run_colour, linewidths=1.0)
+                handles.append(Line2D([], [], color=run_colour, label=label))
+            ax.set_title(cid)
+        figure_legend(fig, handles)
         return fig
     from matplotlib.colors import ListedColormap
 
     cmap = ListedColormap([(0, 0, 0, 0), *[CLASS_COLOURS[i % len(CLASS_COLOURS)] for i in range(k - 1)]])
-    fig, axes = _new_figure(1 + len(records), len(case_ids), width=3.0, height=3.0)
+    width = _panel_width(1 + len(records))
+    fig, axes = new_figure(1 + len(records), len(case_ids), width=width, panel_height=width / (1 + len(records)) + 0.15)
     names = _class_names(records)
     for i, cid in enumerate(case_ids):
         case = cases_loaded[cid]
@@ -419,15 +533,15 @@ def fig_overlays(
                 if (maps[z] == c).any():
                     ax.contour(maps[z] == c, levels=[0.5], colors=[CLASS_COLOURS[(c - 1) % len(CLASS_COLOURS)]])
             if i == 0:
-                ax.set_title(title, fontsize="small")
+                ax.set_title(title)
             if j == 0:
-                ax.set_ylabel(cid, fontsize="small")
+                ax.set_ylabel(cid)
     from matplotlib.patches import Patch
 
     handles = [
         Patch(color=CLASS_COLOURS[(c - 1) % len(CLASS_COLOURS)], label=names.get(c, str(c))) for c in range(1, k)
     ]
-    fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize="small")
+    figure_legend(fig, handles, title="class", ncols=len(handles))
     return fig
 
 
@@ -435,13 +549,17 @@ def fig_overlays(
 
 
 def save_figure(fig: Any, out: str | Path) -> list[Path]:
-    """Write ``fig`` as ``<out>.png`` (150 dpi) and ``<out>.pdf`` (the suffix of ``out``, if any, is replaced)."""
+    """Write ``fig`` as ``<out>.png`` (300 dpi) and the vector ``<out>.pdf`` beside it (text kept as text; the
+    suffix of ``out``, if any, is replaced)."""
+    import matplotlib
+
     out = Path(out)
     stem = out.with_suffix("") if out.suffix.lower() in (".png", ".pdf", ".svg") else out
     stem.parent.mkdir(parents=True, exist_ok=True)
     paths = [stem.with_name(stem.name + ".png"), stem.with_name(stem.name + ".pdf")]
-    fig.savefig(paths[0], dpi=150)
-    fig.savefig(paths[1])
+    with matplotlib.rc_context(paper_rc()):
+        fig.savefig(paths[0], dpi=300)
+        fig.savefig(paths[1], metadata={"CreationDate": None})
     return paths
 
 

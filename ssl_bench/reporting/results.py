@@ -135,6 +135,18 @@ class RunRecord:
         """A dotted config value (``"params.alpha"``)."""
         return self.config.get(key, default)
 
+    def content_sha256(self, names: Sequence[str]) -> str:
+        """sha256 (hex) of the named files of the run folder, each as its name and bytes in the given order (absent
+        ones as their name alone): identifies what a result read, wherever the folder lies (run or record copy)."""
+        digest = hashlib.sha256()
+        for name in names:
+            file = self.path / name
+            digest.update(name.encode() + b"\0")
+            if file.is_file():
+                digest.update(file.read_bytes())
+            digest.update(b"\0")
+        return digest.hexdigest()
+
     @property
     def fields(self) -> dict[str, Any]:
         """The :data:`KEY_FIELDS` of this run plus provenance (config hash, git sha)."""

@@ -95,7 +95,7 @@ def footnotes(result: TableResult) -> list[str]:
         preset_text += "; every run also with " + ", ".join(f"{k}={v}" for k, v in result.overrides.items())
     notes.append(
         f"Preset: {result.preset} ({preset_text}); dataset(s): {', '.join(datasets) or spec.dataset}{mapped}. "
-        f"{result.n_runs_found} finished run(s) read from {', '.join(str(d) for d in result.results_dirs)}."
+        f"{_runs_used(result)} run(s) used; their ids and the sha256 of the files read are in the provenance file."
     )
     notes += spec.notes
     blocked = {}
@@ -105,6 +105,11 @@ def footnotes(result: TableResult) -> list[str]:
     if blocked:
         notes.append("Not runnable yet: " + "; ".join(f"{k}: {v}" for k, v in blocked.items()) + ".")
     return notes
+
+
+def _runs_used(result: TableResult) -> int:
+    """Distinct runs in the table's cells (not the runs found: those depend on what else lies in the results)."""
+    return len({r.run_id for cell in result.cells.values() for r in cell.runs})
 
 
 def _groups_of(cols: list[ColumnSpec]) -> str:

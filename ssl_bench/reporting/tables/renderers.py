@@ -3,6 +3,7 @@ and the provenance JSON (:func:`write_table` writes them all)."""
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -231,11 +232,16 @@ def to_frame(result: TableResult) -> Any:
     return pd.DataFrame(rows)
 
 
-def provenance(result: TableResult) -> dict[str, Any]:
-    """Per cell: the runs used (id, seed, path, config hash, git sha, value) and the aggregate."""
-    from ssl_bench import __version__
-    from ssl_bench.training.runner import git_state
+def _scores_files(run: Any, checkpoint: str) -> list[str]:
+    """The files of ``run`` that a cell of ``checkpoint`` reads: its config and the test scores."""
+    folder = f"eval/{scores_folder(run, checkpoint)}"
+    return ["config.yaml", f"{folder}/per_case.csv", f"{folder}/summary.json"]
 
+
+def provenance(result: TableResult) -> dict[str, Any]:
+    """The table's inputs and, per cell, the runs used (id, seed, config hash, the git sha the run was made with,
+    sha256 of the files the cell read, value) and the aggregate. Only inputs: no path they were read from, no
+    time, no git state of the checkout rendering it, so the same records give the same file anywhere."""
     cells = []
     for (row_id, col_key), cell in result.cells.items():
         cells.append(
@@ -257,12 +263,12 @@ def provenance(result: TableResult) -> dict[str, Any]:
                     {
                         "run_id": r.run_id,
                         "seed": r.get("seed"),
-                        "path": _rel(r.path),
                         "config_hash": r.manifest.get("config_hash"),
                         "setting_hash": r.setting,
                         "git_sha": (r.manifest.get("git") or {}).get("sha"),
                         "git_dirty": (r.manifest.get("git") or {}).get("dirty"),
                         "scores": f"eval/{scores_folder(r, cell.column.checkpoint)}",
+                        "sha256": r.content_sha256(_scores_files(r, cell.column.checkpoint)),
                         "value": v,
                     }
                     for r, v in zip(cell.runs, cell.values)
@@ -273,24 +279,20 @@ def provenance(result: TableResult) -> dict[str, Any]:
     return {
         "table": result.spec.id,
         "title": result.spec.title,
-        "spec": _rel(result.spec.path) if result.spec.path else None,
+        "spec": _spec_identity(result.spec),
         "preset": result.preset,
         "overrides": result.overrides,
         "seeds": result.seeds,
         "dataset_map": result.dataset_map,
-        "results_dirs": [str(d) for d in result.results_dirs],
-        "generated_by": {"ssl_bench": __version__, "git": git_state()},
         "cells": cells,
     }
 
 
-def _rel(path: Path | None) -> str | None:
-    if path is None:
+def _spec_identity(spec: TableSpec) -> dict[str, Any] | None:
+    """The spec file's name and sha256 (not its path: that depends on where the table is rendered from)."""
+    if spec.path is None or not Path(spec.path).is_file():
         return None
-    try:
-        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
+    return {"file": Path(spec.path).name, "sha256": hashlib.sha256(Path(spec.path).read_bytes()).hexdigest()}
 
 
 def write_table(result: TableResult, out_dir: str | Path = "results/tables", formats: Sequence[str] = ()) -> list[Path]:
