@@ -202,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     from ssl_bench.cli.table import add_parsers
 
     add_parsers(sub, plugin)  # table, leaderboard, figure
+    importlib.import_module("ssl_bench.cli.sweep").add_parser(sub, plugin)
     add_data_parser(sub)  # data prepare / check / info
     return parser
 
@@ -325,6 +326,7 @@ COMMANDS = {
     "metrics": cmd_metrics,
     "data": cmd_data,
     **importlib.import_module("ssl_bench.cli.table").COMMANDS,  # table, leaderboard, figure
+    **importlib.import_module("ssl_bench.cli.sweep").COMMANDS,
 }
 
 
