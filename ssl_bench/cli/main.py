@@ -341,6 +341,10 @@ def main(argv: list[str] | None = None) -> int:
 
         torch.set_num_threads(args.threads)
     try:
+        if args.command in ("run", "resume") and not getattr(args, "dry_run", False):
+            from ssl_bench.training.distributed import init_from_env
+
+            init_from_env(args.device)  # under torchrun: join the process group (one run on N processes)
         _load_plugins(getattr(args, "plugin", []))
         return COMMANDS[args.command](args)
     except SSLBenchError as exc:

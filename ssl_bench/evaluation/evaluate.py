@@ -141,23 +141,39 @@ def evaluate_cases(
     metrics: Iterable[str] | None = None,
     progress: Callable[[Iterable[Any]], Iterable[Any]] | None = None,
 ) -> list[dict[str, Any]]:
-    """Predict (with :func:`volume_predictor`) and score ``case_ids``; per-case-per-class rows (:func:`score_case`)."""
+    """Predict (with :func:`volume_predictor`) and score ``case_ids``; per-case-per-class rows (:func:`score_case`).
+    Under ``torchrun`` each rank scores its shard of the cases and the rows of all cases are gathered on every
+    rank, in case order (the same rows as one process)."""
+    from ssl_bench.core.distributed import gather_sharded, shard
+
+    mine = shard(case_ids)
+    iterator: Iterable[str] = progress(mine) if progress else mine
+    per_case = [_score_one(predict_volume, adapter, cid, per_slice, backend, metrics) for cid in iterator]
+    return [row for rows in gather_sharded(per_case, len(case_ids)) for row in rows]
+
+
+def _score_one(
+    predict_volume: Callable[[np.ndarray], np.ndarray],
+    adapter: DatasetAdapter,
+    cid: str,
+    per_slice: bool,
+    backend: str,
+    metrics: Iterable[str] | None,
+) -> list[dict[str, Any]]:
     classes = adapter.spec.foreground_classes
     rows: list[dict[str, Any]] = []
-    iterator: Iterable[str] = progress(case_ids) if progress else case_ids
-    for cid in iterator:
-        case = adapter.load_case(cid)
-        if case.label is None:
-            raise DataError(f"case {cid} has no label and cannot be evaluated")
-        if case.image.shape != case.label.shape:
-            raise DataError(f"case {cid}: image shape {case.image.shape} != label shape {case.label.shape}")
-        pred = predict_volume(case.image)
-        if per_slice:
-            spacing2d = None if case.spacing is None else tuple(case.spacing[1:])
-            for z in range(pred.shape[0]):
-                rows += score_case(f"{cid}:z{z}", pred[z], case.label[z], classes, spacing2d, backend, metrics)
-        else:
-            rows += score_case(cid, pred, case.label, classes, case.spacing, backend, metrics)
+    case = adapter.load_case(cid)
+    if case.label is None:
+        raise DataError(f"case {cid} has no label and cannot be evaluated")
+    if case.image.shape != case.label.shape:
+        raise DataError(f"case {cid}: image shape {case.image.shape} != label shape {case.label.shape}")
+    pred = predict_volume(case.image)
+    if per_slice:
+        spacing2d = None if case.spacing is None else tuple(case.spacing[1:])
+        for z in range(pred.shape[0]):
+            rows += score_case(f"{cid}:z{z}", pred[z], case.label[z], classes, spacing2d, backend, metrics)
+    else:
+        rows += score_case(cid, pred, case.label, classes, case.spacing, backend, metrics)
     return rows
 
 

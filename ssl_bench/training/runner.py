@@ -45,6 +45,7 @@ from ssl_bench.core.config import (
     to_dict,
 )
 from ssl_bench.core.data import DatasetAdapter
+from ssl_bench.core.distributed import broadcast_object, is_main
 from ssl_bench.core.errors import ConfigError, DataError, RunDirError, SSLBenchError, TrainingError
 from ssl_bench.core.io import atomic_write, atomic_write_json, read_json
 from ssl_bench.core.method import Method, MethodContext
@@ -359,9 +360,9 @@ def start_run(
     dev = pick_device(device)
     adapter = build_adapter(cfg)
     method = build_method(cfg, adapter)
-    run_dir = plan_run_dir(cfg, out)
+    run_dir = broadcast_object(plan_run_dir(cfg, out))  # torchrun: rank 0's folder on every rank
     trainer = Trainer(cfg, method, adapter, run_dir, dev, progress)  # loads data: fails before any folder exists
-    run_dir.mkdir(parents=True)
+    run_dir.mkdir(parents=True, exist_ok=not is_main())
     try:
         dump_yaml(cfg, run_dir / "config.yaml")
         write_manifest(

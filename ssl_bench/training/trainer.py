@@ -23,11 +23,13 @@ from tqdm.auto import tqdm
 
 from ssl_bench.core.config import RunConfig, to_dict
 from ssl_bench.core.data import Case, DatasetAdapter
+from ssl_bench.core.distributed import barrier
 from ssl_bench.core.errors import ConfigError, DataError, RunDirError, TrainingError
 from ssl_bench.core.io import atomic_torch_save, atomic_write_text
 from ssl_bench.core.method import Batch, EpochData, Method, Stage, StepInfo
 from ssl_bench.core.transforms import prepare_slices
 from ssl_bench.evaluation.evaluate import evaluate_cases, mean_foreground_dice, volume_predictor
+from ssl_bench.training.distributed import DistributedRun
 from ssl_bench.training.streams import CropSource, Source, Stream, TensorSource, center_start, crop_or_pad, derive_seed
 
 CHECKPOINT_VERSION = 1
@@ -131,6 +133,8 @@ class Trainer:
     ) -> None:
         self.cfg = cfg
         self.method = method.to(device)
+        self.dist = DistributedRun((cfg.trainer.batch_size, cfg.trainer.unlabeled_batch_size))  # torchrun: N ranks
+        self.dist.prepare(self.method, device)
         self.adapter = adapter
         self.run_dir = run_dir
         self.device = device
@@ -270,6 +274,8 @@ class Trainer:
     # -- logging --------------------------------------------------------------------------------------------------
 
     def _log(self, record: dict[str, Any]) -> None:
+        if self.dist.rank:
+            return
         with self.metrics_path.open("a") as fh:
             fh.write(json.dumps(record) + "\n")
 
@@ -291,12 +297,12 @@ class Trainer:
 
     def _train_step(self, stage: Stage) -> dict[str, float]:
         info = self._step_info()
-        torch.manual_seed(derive_seed(self.cfg.seed, "step", self.step))
+        torch.manual_seed(derive_seed(self.cfg.seed, "step", self.step, *self.dist.seed_parts))
         gen = torch.Generator().manual_seed(derive_seed(self.cfg.seed, "augment", self.step))
-        batch_l = self.stream_l.next(gen).to(self.device)
+        batch_l = self.dist.local(self.stream_l.next(gen)).to(self.device)  # this rank's shard of the global batch
         batch_u = None
         if stage.unlabeled and self.stream_u is not None:
-            batch_u = self.stream_u.next(gen).to(self.device)
+            batch_u = self.dist.local(self.stream_u.next(gen)).to(self.device)
         self.method.train()
         with torch.autocast(self.device.type, enabled=self.use_amp):
             losses = self.method.training_step(batch_l, batch_u, info)
@@ -314,6 +320,7 @@ class Trainer:
             )
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
+        self.dist.sync_gradients(self.method.trainable_parameters())
         if self.cfg.optim.grad_clip:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.method.trainable_parameters(), self.cfg.optim.grad_clip)
@@ -322,6 +329,7 @@ class Trainer:
         self.scheduler.step()
         self.method.after_optimizer_step(info)
         values["lr"] = self.optimizer.param_groups[0]["lr"]
+        values, self._stop = self.dist.reduce_values(values, self._stop)
         return values
 
     def _iterate_unlabelled(self, batch_size: int) -> Iterator[Batch]:
@@ -391,6 +399,7 @@ class Trainer:
                 self.stage_index += 1
                 self.epoch_in_stage = 0
             self.save_checkpoint()
+            barrier()  # rank 0's checkpoints are on disk before any rank loads best.pt
         finally:
             bar.close()
             for s, handler in old.items():
