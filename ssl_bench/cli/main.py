@@ -144,6 +144,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="metric implementation for the test evaluation (= --set eval.metrics_backend=...; default ssl-bench)",
     )
+    p.add_argument(
+        "--amp",
+        choices=["auto", "bf16", "fp16", "off"],
+        default=None,
+        help="mixed precision (= --set trainer.amp/amp_dtype): auto = bf16 where the GPU supports it, else fp16 "
+        "with a GradScaler (the default on CUDA); bf16 also works on the CPU; off = full precision",
+    )
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
 
     p = sub.add_parser(
@@ -240,6 +247,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     overrides = parse_set(args.sets)
     if args.metrics_backend:
         overrides = {"eval.metrics_backend": args.metrics_backend, **overrides}
+    if args.amp:
+        amp = {"trainer.amp": args.amp != "off"} | ({"trainer.amp_dtype": args.amp} if args.amp != "off" else {})
+        overrides = {**amp, **overrides}
     cfg = resolve_config(
         args.method,
         args.dataset,

@@ -106,6 +106,21 @@ def score_case(
     return rows
 
 
+def _autocast_predict(
+    predict: Callable[[torch.Tensor], torch.Tensor], device: torch.device
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``predict`` under CUDA autocast (bf16 where supported, else fp16), channels-last 2D input."""
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=dtype):
+            return predict(x)
+
+    return run
+
+
 def volume_predictor(
     predict: Callable[[torch.Tensor], torch.Tensor],
     dims: int,
@@ -116,6 +131,8 @@ def volume_predictor(
 ) -> Callable[[np.ndarray], np.ndarray]:
     """``(Z, Y, X)`` volume -> label map: slice-wise for 2D methods (``image_resize``: ``dataset.image_resize``),
     sliding window for 3D methods."""
+    if getattr(eval_cfg, "amp", False) and torch.device(device).type == "cuda":
+        predict = _autocast_predict(predict, torch.device(device))
     if dims == 2:
         return lambda image: predict_volume_2d(predict, image, image_size, eval_cfg.batch_size, device, image_resize)
     from ssl_bench.evaluation.inference import predict_volume_3d

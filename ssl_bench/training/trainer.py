@@ -30,6 +30,7 @@ from ssl_bench.core.method import Batch, EpochData, Method, Stage, StepInfo
 from ssl_bench.core.transforms import prepare_slices
 from ssl_bench.evaluation.evaluate import evaluate_cases, mean_foreground_dice, volume_predictor
 from ssl_bench.training.distributed import DistributedRun
+from ssl_bench.training.efficiency import Efficiency
 from ssl_bench.training.streams import CropSource, Source, Stream, TensorSource, center_start, crop_or_pad, derive_seed
 
 CHECKPOINT_VERSION = 1
@@ -154,8 +155,9 @@ class Trainer:
             raise TrainingError("the schedule has no steps: check trainer.epochs and the method's stages")
         self.optimizer = self._build_optimizer()
         self.scheduler = self._build_scheduler()
-        self.use_amp = bool(tc.amp and device.type == "cuda")
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.perf = Efficiency(tc, device)  # AMP, channels-last, cudnn.benchmark, pinned batches
+        self.perf.prepare_model(self.method)
+        self.scaler = self.perf.scaler
         # position (the next step to run)
         self.step = 0
         self.stage_index = 0
@@ -299,12 +301,12 @@ class Trainer:
         info = self._step_info()
         torch.manual_seed(derive_seed(self.cfg.seed, "step", self.step, *self.dist.seed_parts))
         gen = torch.Generator().manual_seed(derive_seed(self.cfg.seed, "augment", self.step))
-        batch_l = self.dist.local(self.stream_l.next(gen)).to(self.device)  # this rank's shard of the global batch
+        batch_l = self.perf.to_device(self.dist.local(self.stream_l.next(gen)))  # this rank's shard of the batch
         batch_u = None
         if stage.unlabeled and self.stream_u is not None:
-            batch_u = self.dist.local(self.stream_u.next(gen)).to(self.device)
+            batch_u = self.perf.to_device(self.dist.local(self.stream_u.next(gen)))
         self.method.train()
-        with torch.autocast(self.device.type, enabled=self.use_amp):
+        with self.perf.autocast():
             losses = self.method.training_step(batch_l, batch_u, info)
         if "loss" not in losses:
             raise TrainingError(f"{type(self.method).__name__}.training_step must return a dict with key 'loss'")
