@@ -290,6 +290,19 @@ def plan_run_dir(cfg: RunConfig, out: Path | None) -> Path:
     return run_dir
 
 
+def claim_run_dir(run_dir: Path) -> Path:
+    """Create ``run_dir`` (a :func:`plan_run_dir` path) atomically; when another process took that name in the
+    meantime (the same setting started in the same second), the next free ``-2``, ``-3``, ... instead."""
+    candidate, k = run_dir, 1
+    while True:
+        try:
+            candidate.mkdir(parents=True)
+            return candidate
+        except FileExistsError:
+            k += 1
+            candidate = run_dir.with_name(f"{run_dir.name}-{k}")
+
+
 def copy_plugins(run_dir: Path) -> dict[str, str]:
     """Write the loaded plugins' code (as loaded) into ``run_dir/plugins``, named by hash prefix; name -> sha256."""
     recorded = {}
@@ -360,9 +373,9 @@ def start_run(
     dev = pick_device(device)
     adapter = build_adapter(cfg)
     method = build_method(cfg, adapter)
-    run_dir = broadcast_object(plan_run_dir(cfg, out))  # torchrun: rank 0's folder on every rank
-    trainer = Trainer(cfg, method, adapter, run_dir, dev, progress)  # loads data: fails before any folder exists
-    run_dir.mkdir(parents=True, exist_ok=not is_main())
+    trainer = Trainer(cfg, method, adapter, plan_run_dir(cfg, out), dev, progress)  # loads data: fails before
+    # any folder exists; then the folder is claimed atomically (concurrent writers), by rank 0 under torchrun
+    run_dir = trainer.run_dir = broadcast_object(claim_run_dir(trainer.run_dir) if is_main() else None)
     try:
         dump_yaml(cfg, run_dir / "config.yaml")
         write_manifest(

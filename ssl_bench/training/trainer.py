@@ -140,8 +140,6 @@ class Trainer:
         self.run_dir = run_dir
         self.device = device
         self.progress = progress
-        self.ckpt_dir = run_dir / "checkpoints"
-        self.metrics_path = run_dir / "metrics.jsonl"
         self.data = load_training_data(cfg, adapter, type(method).uses_all_labels)
         tc = cfg.trainer
         self.stream_l = Stream("labelled", self.data.source_l, tc.batch_size, cfg.seed)
@@ -167,6 +165,14 @@ class Trainer:
         self.best_step = -1
         self.history: list[dict[str, Any]] = []
         self._stop = False
+
+    @property
+    def ckpt_dir(self) -> Path:
+        return self.run_dir / "checkpoints"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.run_dir / "metrics.jsonl"
 
     # -- construction helpers -------------------------------------------------------------------------------------
 
