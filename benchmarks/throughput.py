@@ -54,7 +54,9 @@ def measure(method: str, preset: str, device: torch.device, steps: int, warmup: 
     adapter = build_adapter(cfg)
     trainer = Trainer(cfg, build_method(cfg, adapter), adapter, Path("/nonexistent/throughput"), device, False)
     stage = next((s for s in trainer.stages if s.unlabeled), trainer.stages[0])
-    per_step = cfg.trainer.batch_size + (cfg.trainer.unlabeled_batch_size if trainer.stream_u and stage.unlabeled else 0)
+    per_step = cfg.trainer.batch_size + (
+        cfg.trainer.unlabeled_batch_size if trainer.stream_u and stage.unlabeled else 0
+    )
     for _ in range(warmup):
         trainer._train_step(stage)
     _sync(device)

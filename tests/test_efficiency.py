@@ -50,4 +50,3 @@ def test_bf16_autocast_training_on_the_cpu(tmp_path):
     assert dtypes and set(dtypes) == {torch.bfloat16}
     assert all(math.isfinite(v) for v in losses)
     assert all(p.dtype == torch.float32 for p in trainer.method.parameters())
-

@@ -28,7 +28,9 @@ def test_grid_expands_in_order_with_flags_and_set_keys(tmp_path):
     from ssl_bench.reporting.sweep import expand, load_spec
 
     spec_file = tmp_path / "s.yaml"
-    spec_file.write_text("preset: smoke\ngrid:\n  method: [unet, mean-teacher]\n  labeled: [0.2]\nset:\n  trainer.epochs: 2\n")
+    spec_file.write_text(
+        "preset: smoke\ngrid:\n  method: [unet, mean-teacher]\n  labeled: [0.2]\nset:\n  trainer.epochs: 2\n"
+    )
     spec = load_spec(spec_file, ["seed=0,1", "optim.lr=1e-3,3e-4"])
     points = expand(spec)
     assert len(points) == 2 * 2 * 2
@@ -124,9 +126,14 @@ def killed_run(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("killed")
     os.environ.setdefault("SSL_BENCH_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
-    cfg = resolve_config("unet", "cardiac-phantom", preset="smoke", seed=0, labeled=0.2, overrides=dict(
-        s.split("=") for s in [*TINY, "optim.lr=1e-3"]
-    ))
+    cfg = resolve_config(
+        "unet",
+        "cardiac-phantom",
+        preset="smoke",
+        seed=0,
+        labeled=0.2,
+        overrides=dict(s.split("=") for s in [*TINY, "optim.lr=1e-3"]),
+    )
     original = trainer_mod.Trainer._train_step
 
     def stop_after_first(self, stage):
@@ -211,3 +218,38 @@ def test_preempted_task_checkpoints_and_requeues_as_a_resume_of_its_own_folder(k
     job = make_executor(tmp_path / "logs", SlurmOptions(time=5), "local").submit(again)
     assert job.result() == str(killed)
     assert read_json(killed / "manifest.json")["status"] == "finished"
+
+
+def test_readme_sweep_spec_example_expands(tmp_path):
+    import re
+
+    from ssl_bench.reporting.slurm import load_profile
+    from ssl_bench.reporting.sweep import expand, load_spec
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = re.search(r"```yaml\n(preset: .*?)```", readme, re.S)
+    assert block, "README has no sweep spec example"
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(block.group(1))
+    spec = load_spec(spec_file)
+    assert len(expand(spec)) == 3 * 3 * 2 and spec.executor == "slurm"
+    assert load_profile(None, spec.slurm).gpus == 1
+
+
+@pytest.mark.skipif(bool(shutil.which("srun")), reason="on a SLURM cluster this would submit")
+def test_table_run_missing_slurm_without_slurm_is_one_line(cli, capsys, tmp_path):
+    code = cli(
+        "table",
+        "IX",
+        "--preset",
+        "smoke",
+        "--dataset",
+        "acdc=cardiac-phantom",
+        "--results",
+        tmp_path,
+        "--run-missing",
+        "--executor",
+        "slurm",
+        "--no-write",
+    )
+    assert code == 2 and "cannot use SLURM here" in capsys.readouterr().err

@@ -18,6 +18,17 @@ examples:
   ssl-bench sweep SPEC.yaml --executor slurm --partition gpu --gpus 1 --cpus 8 --mem 32G --time 240
   ssl-bench sweep SPEC.yaml --executor slurm --slurm-profile cluster.yaml --dry-run   # prints the sbatch file
 
+SPEC.yaml keys (all optional; flags win):
+  preset: ssl4mis                                   # of every run (default cpu)
+  grid: {method: [unet, mean-teacher], seed: [0, 1, 2], labeled: [3, 7], optim.lr: [1.0e-3, 3.0e-4]}
+  set: {trainer.epochs: 50}                         # fixed overrides (as --set)
+  out: results/runs
+  executor: local | slurm
+  jobs: 2                                           # local workers
+  slurm: {partition: gpu, time: 240, gpus: 1, cpus: 8, mem: 32G, array_parallelism: 16, account: X, qos: X,
+          constraint: X, setup: [module load cuda], signal_delay_s: 120, max_timeouts: 3}
+(--slurm-profile FILE.yaml holds the same keys as `slurm:`; flags override both.)
+
 slurm: one array job (--array-parallelism tasks at once), one log file per task under --log-dir
 (default <out>/_slurm); a pre-empted or timed-out task checkpoints its run and is requeued, resuming its own
 run folder. Needs submitit: pip install "ssl-bench[slurm]".
@@ -43,9 +54,7 @@ def add_executor_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--mem", default=None, help="memory per task, e.g. 32G (default 16G)")
     g.add_argument("--array-parallelism", type=int, default=None, metavar="N", help="tasks at once (default 32)")
     g.add_argument("--log-dir", type=Path, default=None, help="per-task logs (default <out>/_slurm or <out>/_logs)")
-    g.add_argument(
-        "--wait", action="store_true", help="slurm: wait for the array to end (default: submit and return)"
-    )
+    g.add_argument("--wait", action="store_true", help="slurm: wait for the array to end (default: submit and return)")
     # not user-facing: submitit's local executor (tests, and trying the SLURM path on one machine)
     g.add_argument("--submitit-cluster", choices=["slurm", "local", "debug"], default=None, help=argparse.SUPPRESS)
 
@@ -79,12 +88,15 @@ def submit_and_report(plan: list, out: Path, args: argparse.Namespace, opts: Any
         log_dir=args.log_dir,
         plugins=args.plugin,
         device=args.device,
-        threads=getattr(args, 'threads', None),
+        threads=getattr(args, "threads", None),
     )
     if not jobs:
         print("# nothing to submit")
         return 0
-    print(f"# submitted {len(jobs)} task(s) to {cluster}: job {jobs[0].job_id.split('_')[0]}; logs: {jobs[0].paths.folder}")
+    print(
+        f"# submitted {len(jobs)} task(s) to {cluster}: job {jobs[0].job_id.split('_')[0]}; "
+        f"logs: {jobs[0].paths.folder}"
+    )
     if not (args.wait or cluster != "slurm"):
         return 0
     failed = 0
