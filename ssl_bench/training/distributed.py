@@ -62,6 +62,26 @@ def init_from_env(device: str = "auto") -> bool:
     return True
 
 
+class _SumOverRanks(torch.autograd.Function):
+    """``all_reduce(sum)`` with its gradient: the gradient of a sum over ranks is the sum of the ranks' gradients."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as dist
+
+        out = x.clone()
+        dist.all_reduce(out)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as dist
+
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)
+        return grad
+
+
 class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
     """BatchNorm over the global batch of all ranks (any device and backend, gloo included).
 
@@ -77,12 +97,10 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.training and cd.world_size() > 1):
             return super().forward(x)
-        from torch.distributed.nn.functional import all_reduce
-
         channels = x.shape[1]
         dims = [0, *range(2, x.dim())]
         count = torch.tensor([x.numel() / channels], dtype=x.dtype, device=x.device)
-        stats = all_reduce(torch.cat([x.sum(dims), (x * x).sum(dims), count]))
+        stats = _SumOverRanks.apply(torch.cat([x.sum(dims), (x * x).sum(dims), count]))
         n = stats[-1]
         mean = stats[:channels] / n
         var = (stats[channels : 2 * channels] / n - mean * mean).clamp_min(0)
