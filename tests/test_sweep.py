@@ -3,6 +3,7 @@ latter through submitit's local executor and a mocked ``sbatch``), requeue-resum
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -253,3 +254,22 @@ def test_table_run_missing_slurm_without_slurm_is_one_line(cli, capsys, tmp_path
         "--no-write",
     )
     assert code == 2 and "cannot use SLURM here" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not os.environ.get("SSL_BENCH_REQUEUE_TEST"), reason="timing-dependent (~1-2 min); opt in")
+def test_a_timed_out_task_is_requeued_and_resumes_its_own_run(tmp_path):
+    """The real signal path on submitit's local executor: USR2 ``signal_delay_s`` before the time-out ->
+    checkpoint (SIGTERM to the run) -> requeue -> ``ssl-bench resume`` of the same folder, until it finishes."""
+    pytest.importorskip("submitit")
+    from ssl_bench.reporting.slurm import SlurmOptions, submit_plan
+    from ssl_bench.reporting.sweep import load_spec, plan_sweep
+
+    out = tmp_path / "runs"
+    spec = load_spec(None, ["method=unet", "seed=0"], {"trainer.epochs": "80", "trainer.iters_per_epoch": "5"})
+    spec.preset = "smoke"
+    opts = SlurmOptions(time=1, signal_delay_s=35, max_timeouts=20)  # a warning every 25 s of each attempt
+    (job,) = submit_plan(plan_sweep(spec, out), out, opts, cluster="local", log_dir=tmp_path / "logs", threads=1)
+    run_dir = Path(job.result())
+    manifest = read_json(run_dir / "manifest.json")
+    assert manifest["status"] == "finished" and manifest["resumed"], manifest.get("resumed")
+    assert len(list(out.rglob("manifest.json"))) == 1

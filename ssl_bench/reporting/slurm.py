@@ -11,8 +11,10 @@ folder*; submitit requeues the task. Logs: one file per task, ``<log_dir>/<job i
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -118,13 +120,16 @@ def make_executor(log_dir: str | Path, opts: SlurmOptions, cluster: str = "slurm
         import submitit
     except ImportError as exc:
         raise ConfigError('the slurm executor needs submitit: pip install "ssl-bench[slurm]"') from exc
-    kwargs = {"slurm_max_num_timeout": opts.max_timeouts} if cluster == "slurm" else {}
+    kwargs = {f"{cluster}_max_num_timeout": opts.max_timeouts} if cluster in ("slurm", "local") else {}
     try:
         executor = submitit.AutoExecutor(folder=Path(log_dir) / "%j", cluster=cluster, **kwargs)
     except RuntimeError as exc:  # no srun/sbatch on this machine
         raise ConfigError(f"cannot use SLURM here ({exc}); use --executor local, or run on a login node") from exc
     if cluster == "slurm":
         executor.update_parameters(**{f"slurm_{k}": v for k, v in sbatch_parameters(opts).items()})
+    elif cluster == "local":  # the same time-out warning (USR2, signal_delay_s early) and requeue as SLURM
+        executor.update_parameters(timeout_min=int(opts.time))
+        executor._executor.update_parameters(signal_delay_s=int(opts.signal_delay_s))  # not exposed by AutoExecutor
     else:
         executor.update_parameters(timeout_min=int(opts.time))
     return executor
@@ -184,17 +189,37 @@ class RunTask:
         """Pre-empted or timed out: checkpoint the child (SIGTERM), requeue as a resume of the same run folder."""
         import submitit
 
-        if self._child is not None and self._child.poll() is None:
-            self._child.send_signal(signal.SIGTERM)
-            try:
-                self._child.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self._child.kill()
+        self._stop_child()
         run_dir = self.own_run_dir()
         entry = self.entry
         if run_dir is not None:
             entry = type(entry)(**{**asdict_shallow(entry), "action": "resume", "run_dir": run_dir})
         return submitit.helpers.DelayedSubmission(RunTask(entry, self.out, self.plugins, self.device, self.threads))
+
+    def _stop_child(self, timeout_s: float = 90.0) -> None:
+        """SIGTERM the child (the trainer checkpoints at its next step and exits) and reap it. Runs inside the
+        signal handler that interrupted ``Popen.wait`` in :meth:`__call__`, whose lock it must not wait for, hence
+        ``os.waitpid``."""
+        child = self._child
+        if child is None or child.returncode is not None:
+            return
+        try:
+            os.kill(child.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                if os.waitpid(child.pid, os.WNOHANG)[0]:
+                    return
+            except ChildProcessError:  # already reaped
+                return
+            time.sleep(0.2)
+        os.kill(child.pid, signal.SIGKILL)
+
+    def checkpoint(self) -> Any:
+        """The name submitit's signal handler looks for before calling :meth:`__submitit_checkpoint__` (1.5)."""
+        return self.__submitit_checkpoint__()
 
 
 def asdict_shallow(obj: Any) -> dict[str, Any]:
