@@ -165,6 +165,7 @@ class Trainer:
         self.best_step = -1
         self.history: list[dict[str, Any]] = []
         self._stop = False
+        self._signal = False  # a SIGTERM/SIGINT arrived; all ranks agree on stopping in reduce_values
 
     @property
     def ckpt_dir(self) -> Path:
@@ -337,7 +338,7 @@ class Trainer:
         self.scheduler.step()
         self.method.after_optimizer_step(info)
         values["lr"] = self.optimizer.param_groups[0]["lr"]
-        values, self._stop = self.dist.reduce_values(values, self._stop)
+        values, self._stop = self.dist.reduce_values(values, self._signal)
         return values
 
     def _iterate_unlabelled(self, batch_size: int) -> Iterator[Batch]:
@@ -361,7 +362,7 @@ class Trainer:
         return mean_foreground_dice(rows)
 
     def _on_signal(self, signum: int, frame: Any) -> None:
-        self._stop = True
+        self._signal = True
 
     def fit(self) -> None:
         """Train from the current position to the end of the last stage."""
