@@ -54,6 +54,16 @@
 #
 # --preset smoke (with DEVICE=cpu DATASET=cardiac-phantom) runs the smoke preset whole, for testing this script
 # (tests/test_gpu_sweep.py).
+#
+# Throughput. Before the sweep (not with --dry-run, nor with DEVICE=cpu, nor THROUGHPUT=0), benchmarks/throughput.py
+# measures training images/s and inference slices/s (full precision vs AMP + channels-last + cudnn.benchmark) on
+# the device, ~1 minute: $OUT/throughput.json and $OUT/logs/throughput.log. It runs outside --budget-min.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+case " $* " in *" --dry-run "*) dry=1 ;; *) dry=0 ;; esac
+if [[ "$dry" == 0 && "${DEVICE:-cuda}" != cpu && "${THROUGHPUT:-1}" != 0 && -n "${OUT:-}" ]]; then
+  mkdir -p "$OUT/logs"
+  "${PYTHON:-python3}" "$here/../throughput.py" --device "${DEVICE:-cuda}" --steps 30 --json "$OUT/throughput.json" \
+    >"$OUT/logs/throughput.log" 2>&1 || echo "warning: benchmarks/throughput.py failed (see $OUT/logs/throughput.log)" >&2
+fi
 exec "${PYTHON:-python3}" "$here/sweep.py" "$@"

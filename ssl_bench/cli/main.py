@@ -158,6 +158,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="extra loggers, comma-separated: tensorboard (<run>/tensorboard/), csv (<run>/scalars.csv), wandb "
         "(= --set trainer.loggers=...); train.log is always written",
     )
+    p.add_argument(
+        "--amp",
+        choices=["auto", "bf16", "fp16", "off"],
+        default=None,
+        help="mixed precision (= --set trainer.amp/amp_dtype): auto = bf16 where the GPU supports it, else fp16 "
+        "with a GradScaler (the default on CUDA); bf16 also works on the CPU; off = full precision",
+    )
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
 
     p = sub.add_parser(
@@ -216,6 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     from ssl_bench.cli.table import add_parsers
 
     add_parsers(sub, plugin)  # table, leaderboard, figure
+    importlib.import_module("ssl_bench.cli.sweep").add_parser(sub, plugin)
     add_data_parser(sub)  # data prepare / check / info
     add_predict_parser(sub, plugin, runtime)  # predict
     return parser
@@ -266,6 +274,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         overrides = {"eval.metrics_backend": args.metrics_backend, **overrides}
     if args.logger is not None:
         overrides = {"trainer.loggers": [n.strip() for n in args.logger.split(",") if n.strip()], **overrides}
+    if args.amp:
+        amp = {"trainer.amp": args.amp != "off"} | ({"trainer.amp_dtype": args.amp} if args.amp != "off" else {})
+        overrides = {**amp, **overrides}
     cfg = resolve_config(
         args.method,
         args.dataset,
@@ -353,6 +364,7 @@ COMMANDS = {
     "data": cmd_data,
     "predict": cmd_predict,
     **importlib.import_module("ssl_bench.cli.table").COMMANDS,  # table, leaderboard, figure
+    **importlib.import_module("ssl_bench.cli.sweep").COMMANDS,
 }
 
 
@@ -367,6 +379,10 @@ def main(argv: list[str] | None = None) -> int:
 
         torch.set_num_threads(args.threads)
     try:
+        if args.command in ("run", "resume") and not getattr(args, "dry_run", False):
+            from ssl_bench.training.distributed import init_from_env
+
+            init_from_env(args.device)  # under torchrun: join the process group (one run on N processes)
         _load_plugins(getattr(args, "plugin", []))
         return COMMANDS[args.command](args)
     except SSLBenchError as exc:

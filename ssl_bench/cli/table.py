@@ -20,6 +20,7 @@ examples:
   ssl-bench table IX                                  # ACDC table from results/runs + results/records
   ssl-bench table IX --missing                        # the `ssl-bench run` commands that would fill it
   ssl-bench table IX --run-missing --jobs 2           # run them (skips finished, resumes killed runs)
+  ssl-bench table IX --run-missing --executor slurm --partition gpu --gpus 1   # as one SLURM job array
   ssl-bench table IX --preset smoke --dataset acdc=cardiac-phantom   # the protocol on the built-in phantom
   ssl-bench table IX --export-records                 # copy the used runs' records to results/records
   ssl-bench table benchmarks/acdc_baselines.yaml --seeds 0   # a table of your own (same YAML format)
@@ -103,6 +104,9 @@ def add_parsers(sub: argparse._SubParsersAction, plugin: argparse.ArgumentParser
         help="a run with status 'running' whose files are older than this is resumed; a fresher one is assumed "
         "to be still running and left alone (default 600)",
     )
+    from ssl_bench.cli.sweep import add_executor_args
+
+    add_executor_args(p)  # --executor slurm and its resources (as ssl-bench sweep)
     p.add_argument(
         "--export-records",
         nargs="?",
@@ -179,6 +183,15 @@ def cmd_table(args: argparse.Namespace) -> int:
         print(tables.render_missing(result, plan, out, args.plugin), end="")
         if args.missing and not args.run_missing:
             return 0
+        if args.executor == "slurm" or args.submitit_cluster:  # one job array; the table is rendered when it ends
+            from ssl_bench.cli.sweep import slurm_options, submit_and_report
+
+            code = submit_and_report(plan, out, args, slurm_options(args))
+            if not (args.wait or args.submitit_cluster):
+                return code
+            result = build()
+            print(tables.render(result, args.format), end="")
+            return code
         on_finish = None
         if args.export_records is not None:  # each finished run's record is kept at once (durable if killed)
             lock = threading.Lock()

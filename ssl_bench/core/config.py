@@ -103,8 +103,14 @@ class TrainerConfig:
     loggers: tuple[str, ...] = ()
     #: model evaluated on the test split: "best-val" (highest mean foreground val Dice) or "last"
     select: str = "best-val"
-    #: mixed precision (CUDA only; ignored on CPU)
+    #: mixed precision (CUDA; on the CPU only with amp_dtype=bf16)
     amp: bool = True
+    #: "auto" (bf16 where the GPU supports it, else fp16 with a GradScaler), "bf16" or "fp16"
+    amp_dtype: str = "auto"
+    #: CUDA: channels-last layout of 2D batches and weights, cuDNN autotuning, pinned host batches
+    channels_last: bool = True
+    cudnn_benchmark: bool = True
+    pin_memory: bool = True
     #: stop with an error at the first non-finite loss
     stop_on_nan: bool = True
 
@@ -118,6 +124,8 @@ class EvalConfig:
     #: score each 2D slice as its own case instead of whole volumes (volumes: the SSL4MIS/ACDC convention)
     per_slice: bool = False
     batch_size: int = 16
+    #: CUDA: predict under autocast (bf16 where supported, else fp16); off keeps test scores in full precision
+    amp: bool = False
     #: validate on at most this many val volumes during training (None: all)
     val_cases: int | None = None
     #: 3D sliding-window inference: patch and stride per axis (Z, Y, X), blending "gaussian" or "mean"

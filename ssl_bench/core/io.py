@@ -33,7 +33,13 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Write via ``write(fileobj)`` to a temp file in the same folder, fsync, then rename over ``path``."""
+    """Write via ``write(fileobj)`` to a temp file in the same folder, fsync, then rename over ``path``.
+
+    Under ``torchrun`` only rank 0 writes (checkpoints, manifests, configs, scores): other ranks skip the write."""
+    from ssl_bench.core.distributed import is_main
+
+    if not is_main():
+        return
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         write(fh)
         fh.flush()

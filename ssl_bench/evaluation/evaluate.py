@@ -144,6 +144,21 @@ def score_case(
     return rows
 
 
+def _autocast_predict(
+    predict: Callable[[torch.Tensor], torch.Tensor], device: torch.device
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``predict`` under CUDA autocast (bf16 where supported, else fp16), channels-last 2D input."""
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=dtype):
+            return predict(x)
+
+    return run
+
+
 def volume_predictor(
     predict: Callable[[torch.Tensor], torch.Tensor],
     dims: int,
@@ -154,6 +169,8 @@ def volume_predictor(
 ) -> Callable[[np.ndarray], np.ndarray]:
     """``(Z, Y, X)`` volume -> label map: slice-wise for 2D methods (``image_resize``: ``dataset.image_resize``),
     sliding window for 3D methods."""
+    if getattr(eval_cfg, "amp", False) and torch.device(device).type == "cuda":
+        predict = _autocast_predict(predict, torch.device(device))
     if dims == 2:
         return lambda image: predict_volume_2d(predict, image, image_size, eval_cfg.batch_size, device, image_resize)
     from ssl_bench.evaluation.inference import predict_volume_3d
@@ -203,23 +220,39 @@ def evaluate_cases(
     metrics: Iterable[str] | None = None,
     progress: Callable[[Iterable[Any]], Iterable[Any]] | None = None,
 ) -> list[dict[str, Any]]:
-    """Predict (with :func:`volume_predictor`) and score ``case_ids``; per-case-per-class rows (:func:`score_case`)."""
+    """Predict (with :func:`volume_predictor`) and score ``case_ids``; per-case-per-class rows (:func:`score_case`).
+    Under ``torchrun`` each rank scores its shard of the cases and the rows of all cases are gathered on every
+    rank, in case order (the same rows as one process)."""
+    from ssl_bench.core.distributed import gather_sharded, shard
+
+    mine = shard(case_ids)
+    iterator: Iterable[str] = progress(mine) if progress else mine
+    per_case = [_score_one(predict_volume, adapter, cid, per_slice, backend, metrics) for cid in iterator]
+    return [row for rows in gather_sharded(per_case, len(case_ids)) for row in rows]
+
+
+def _score_one(
+    predict_volume: Callable[[np.ndarray], np.ndarray],
+    adapter: DatasetAdapter,
+    cid: str,
+    per_slice: bool,
+    backend: str,
+    metrics: Iterable[str] | None,
+) -> list[dict[str, Any]]:
     classes = adapter.spec.foreground_classes
     rows: list[dict[str, Any]] = []
-    iterator: Iterable[str] = progress(case_ids) if progress else case_ids
-    for cid in iterator:
-        case = adapter.load_case(cid)
-        if case.label is None:
-            raise DataError(f"case {cid} has no label and cannot be evaluated")
-        if case.image.shape != case.label.shape:
-            raise DataError(f"case {cid}: image shape {case.image.shape} != label shape {case.label.shape}")
-        pred = predict_volume(case.image)
-        if per_slice:
-            spacing2d = None if case.spacing is None else tuple(case.spacing[1:])
-            for z in range(pred.shape[0]):
-                rows += score_case(f"{cid}:z{z}", pred[z], case.label[z], classes, spacing2d, backend, metrics)
-        else:
-            rows += score_case(cid, pred, case.label, classes, case.spacing, backend, metrics)
+    case = adapter.load_case(cid)
+    if case.label is None:
+        raise DataError(f"case {cid} has no label and cannot be evaluated")
+    if case.image.shape != case.label.shape:
+        raise DataError(f"case {cid}: image shape {case.image.shape} != label shape {case.label.shape}")
+    pred = predict_volume(case.image)
+    if per_slice:
+        spacing2d = None if case.spacing is None else tuple(case.spacing[1:])
+        for z in range(pred.shape[0]):
+            rows += score_case(f"{cid}:z{z}", pred[z], case.label[z], classes, spacing2d, backend, metrics)
+    else:
+        rows += score_case(cid, pred, case.label, classes, case.spacing, backend, metrics)
     return rows
 
 

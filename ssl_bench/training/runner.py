@@ -45,6 +45,7 @@ from ssl_bench.core.config import (
     to_dict,
 )
 from ssl_bench.core.data import DatasetAdapter
+from ssl_bench.core.distributed import broadcast_object, is_main
 from ssl_bench.core.errors import ConfigError, DataError, RunDirError, SSLBenchError, TrainingError
 from ssl_bench.core.io import atomic_write, atomic_write_json, read_json
 from ssl_bench.core.method import Method, MethodContext
@@ -291,6 +292,19 @@ def plan_run_dir(cfg: RunConfig, out: Path | None) -> Path:
     return run_dir
 
 
+def claim_run_dir(run_dir: Path) -> Path:
+    """Create ``run_dir`` (a :func:`plan_run_dir` path) atomically; when another process took that name in the
+    meantime (the same setting started in the same second), the next free ``-2``, ``-3``, ... instead."""
+    candidate, k = run_dir, 1
+    while True:
+        try:
+            candidate.mkdir(parents=True)
+            return candidate
+        except FileExistsError:
+            k += 1
+            candidate = run_dir.with_name(f"{run_dir.name}-{k}")
+
+
 def copy_plugins(run_dir: Path) -> dict[str, str]:
     """Write the loaded plugins' code (as loaded) into ``run_dir/plugins``, named by hash prefix; name -> sha256."""
     recorded = {}
@@ -361,9 +375,9 @@ def start_run(
     dev = pick_device(device)
     adapter = build_adapter(cfg)
     method = build_method(cfg, adapter)
-    run_dir = plan_run_dir(cfg, out)
-    trainer = Trainer(cfg, method, adapter, run_dir, dev, progress)  # loads data: fails before any folder exists
-    run_dir.mkdir(parents=True)
+    trainer = Trainer(cfg, method, adapter, plan_run_dir(cfg, out), dev, progress)  # loads data: fails before
+    # any folder exists; then the folder is claimed atomically (concurrent writers), by rank 0 under torchrun
+    run_dir = trainer.run_dir = broadcast_object(claim_run_dir(trainer.run_dir) if is_main() else None)
     try:
         dump_yaml(cfg, run_dir / "config.yaml")
         write_manifest(

@@ -23,12 +23,15 @@ from tqdm.auto import tqdm
 
 from ssl_bench.core.config import RunConfig, to_dict
 from ssl_bench.core.data import Case, DatasetAdapter
+from ssl_bench.core.distributed import barrier
 from ssl_bench.core.errors import ConfigError, DataError, RunDirError, TrainingError
 from ssl_bench.core.io import atomic_torch_save, atomic_write_text
 from ssl_bench.core.method import Batch, EpochData, Method, Stage, StepInfo
 from ssl_bench.core.transforms import prepare_slices
 from ssl_bench.evaluation.evaluate import evaluate_cases, mean_foreground_dice, volume_predictor
 from ssl_bench.training.loggers import RunLogs
+from ssl_bench.training.distributed import DistributedRun
+from ssl_bench.training.efficiency import Efficiency
 from ssl_bench.training.streams import CropSource, Source, Stream, TensorSource, center_start, crop_or_pad, derive_seed
 
 CHECKPOINT_VERSION = 1
@@ -132,12 +135,12 @@ class Trainer:
     ) -> None:
         self.cfg = cfg
         self.method = method.to(device)
+        self.dist = DistributedRun((cfg.trainer.batch_size, cfg.trainer.unlabeled_batch_size))  # torchrun: N ranks
+        self.dist.prepare(self.method, device)
         self.adapter = adapter
         self.run_dir = run_dir
         self.device = device
         self.progress = progress
-        self.ckpt_dir = run_dir / "checkpoints"
-        self.metrics_path = run_dir / "metrics.jsonl"
         self.data = load_training_data(cfg, adapter, type(method).uses_all_labels)
         tc = cfg.trainer
         self.stream_l = Stream("labelled", self.data.source_l, tc.batch_size, cfg.seed)
@@ -151,8 +154,9 @@ class Trainer:
             raise TrainingError("the schedule has no steps: check trainer.epochs and the method's stages")
         self.optimizer = self._build_optimizer()
         self.scheduler = self._build_scheduler()
-        self.use_amp = bool(tc.amp and device.type == "cuda")
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.perf = Efficiency(tc, device)  # AMP, channels-last, cudnn.benchmark, pinned batches
+        self.perf.prepare_model(self.method)
+        self.scaler = self.perf.scaler
         # position (the next step to run)
         self.step = 0
         self.stage_index = 0
@@ -163,6 +167,15 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self._stop = False
         self.run_logs: RunLogs | None = None  # train.log and trainer.loggers, open while fit() runs
+        self._signal = False  # a SIGTERM/SIGINT arrived; all ranks agree on stopping in reduce_values
+
+    @property
+    def ckpt_dir(self) -> Path:
+        return self.run_dir / "checkpoints"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.run_dir / "metrics.jsonl"
 
     # -- construction helpers -------------------------------------------------------------------------------------
 
@@ -272,6 +285,8 @@ class Trainer:
     # -- logging --------------------------------------------------------------------------------------------------
 
     def _log(self, record: dict[str, Any]) -> None:
+        if self.dist.rank:
+            return
         with self.metrics_path.open("a") as fh:
             fh.write(json.dumps(record) + "\n")
         if self.run_logs is not None:
@@ -295,16 +310,16 @@ class Trainer:
 
     def _train_step(self, stage: Stage) -> dict[str, float]:
         info = self._step_info()
-        torch.manual_seed(derive_seed(self.cfg.seed, "step", self.step))
+        torch.manual_seed(derive_seed(self.cfg.seed, "step", self.step, *self.dist.seed_parts))
         gen = torch.Generator().manual_seed(derive_seed(self.cfg.seed, "augment", self.step))
-        batch_l = self.stream_l.next(gen).to(self.device)
+        batch_l = self.perf.to_device(self.dist.local(self.stream_l.next(gen)))  # this rank's shard of the batch
         batch_u = None
         if stage.unlabeled and self.stream_u is not None:
-            batch_u = self.stream_u.next(gen).to(self.device)
+            batch_u = self.perf.to_device(self.dist.local(self.stream_u.next(gen)))
         self.method.train()
         if info.stage_step == 0:
             self.method.on_stage_start(stage, info)
-        with torch.autocast(self.device.type, enabled=self.use_amp):
+        with self.perf.autocast():
             losses = self.method.training_step(batch_l, batch_u, info)
         if "loss" not in losses:
             raise TrainingError(f"{type(self.method).__name__}.training_step must return a dict with key 'loss'")
@@ -320,6 +335,7 @@ class Trainer:
             )
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
+        self.dist.sync_gradients(self.method.trainable_parameters())
         if self.cfg.optim.grad_clip:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.method.trainable_parameters(), self.cfg.optim.grad_clip)
@@ -328,6 +344,7 @@ class Trainer:
         self.scheduler.step()
         self.method.after_optimizer_step(info)
         values["lr"] = self.optimizer.param_groups[0]["lr"]
+        values, self._stop = self.dist.reduce_values(values, self._signal)
         return values
 
     def _iterate_unlabelled(self, batch_size: int) -> Iterator[Batch]:
@@ -351,7 +368,7 @@ class Trainer:
         return mean_foreground_dice(rows)
 
     def _on_signal(self, signum: int, frame: Any) -> None:
-        self._stop = True
+        self._signal = True
 
     def fit(self) -> None:
         """Train from the current position to the end of the last stage."""
@@ -366,11 +383,12 @@ class Trainer:
             dynamic_ncols=True,
         )
         try:
-            if self.step == 0 and self.metrics_path.exists():
-                self._truncate_metrics_log()  # a restart killed before its first checkpoint: drop that attempt's lines
-            self.run_logs = RunLogs.open(
-                self.run_dir, self.cfg.trainer.loggers, self.step, self.total_steps, config=to_dict(self.cfg), bar=bar
-            )
+            if not self.dist.rank:  # rank 0 alone writes the run folder's logs
+                if self.step == 0 and self.metrics_path.exists():
+                    self._truncate_metrics_log()  # a restart killed before its first checkpoint: drop its lines
+                self.run_logs = RunLogs.open(
+                    self.run_dir, self.cfg.trainer.loggers, self.step, self.total_steps, config=to_dict(self.cfg), bar=bar
+                )
             while self.stage_index < len(self.stages):
                 stage = self.stages[self.stage_index]
                 spe = self.steps_per_epoch[self.stage_index]
@@ -402,6 +420,7 @@ class Trainer:
                 self.stage_index += 1
                 self.epoch_in_stage = 0
             self.save_checkpoint()
+            barrier()  # rank 0's checkpoints are on disk before any rank loads best.pt
         finally:
             bar.close()
             if self.run_logs is not None:

@@ -69,23 +69,31 @@ def plan_missing(
             if not cell.runnable:
                 entry.action, entry.reason = "blocked", cell.reason
             else:
-                expected, _ = resolve_selector(cell.selector)
-                killed = sorted(
-                    (r for r in unfinished if r.get("seed") == seed and matches(r, expected or {})),
-                    key=lambda r: r.run_id,
-                )
-                if killed:
-                    entry.run_dir = killed[-1].path
-                    age = time.time() - _last_write(killed[-1].path)
-                    if killed[-1].status == "running" and age < stale_s:
-                        entry.action = "active"
-                        entry.reason = f"status running, files written {age:.0f} s ago (probably still running)"
-                    else:
-                        entry.action = "resume"
-                        entry.reason = f"{killed[-1].status} run"
+                classify_killed(entry, unfinished, stale_s)
             plan[key] = entry
     order = {"resume": 0, "run": 1, "active": 2, "blocked": 3}
     return sorted(plan.values(), key=lambda m: (order[m.action], first_row[m.selector], m.selector.describe(), m.seed))
+
+
+def classify_killed(entry: MissingRun, unfinished: list[Any], stale_s: float) -> MissingRun:
+    """Set ``entry``'s action from the unfinished runs of its setting and seed (newest first): ``resume`` a killed
+    one, ``active`` when its status is ``running`` and its files changed within ``stale_s`` seconds, else keep
+    ``run``. Shared by ``table --run-missing`` and ``ssl-bench sweep``."""
+    expected, _ = resolve_selector(entry.selector)
+    killed = sorted(
+        (r for r in unfinished if r.get("seed") == entry.seed and matches(r, expected or {})),
+        key=lambda r: r.run_id,
+    )
+    if killed:
+        entry.run_dir = killed[-1].path
+        age = time.time() - _last_write(killed[-1].path)
+        if killed[-1].status == "running" and age < stale_s:
+            entry.action = "active"
+            entry.reason = f"status running, files written {age:.0f} s ago (probably still running)"
+        else:
+            entry.action = "resume"
+            entry.reason = f"{killed[-1].status} run"
+    return entry
 
 
 def finished_runs_of(entry: MissingRun, results_dir: str | Path | Iterable[str | Path]) -> list[Any]:
@@ -175,14 +183,8 @@ def run_missing(
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
 
     def launch(index: int, entry: MissingRun) -> tuple[MissingRun, int]:
-        args = entry.command(out, plugins)[1:]
-        args += ["--threads", str(threads)]
-        if device:
-            args += ["--device", device]
-        if jobs > 1:
-            args.append("--no-progress")
-        cmd = [sys.executable, "-m", "ssl_bench", *args]
-        echo(f"[{index + 1}/{len(todo)}] {' '.join(['ssl-bench', *args])}")
+        cmd = entry_argv(entry, out, plugins, threads=threads, device=device, quiet=jobs > 1)
+        echo(f"[{index + 1}/{len(todo)}] {' '.join(['ssl-bench', *cmd[3:]])}")
         if jobs == 1:
             code = subprocess.run(cmd, env=env).returncode
         else:
@@ -199,3 +201,23 @@ def run_missing(
 
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         return list(pool.map(lambda item: launch(*item), enumerate(todo)))
+
+
+def entry_argv(
+    entry: MissingRun,
+    out: str | Path,
+    plugins: Sequence[str] = (),
+    *,
+    threads: int | None = None,
+    device: str | None = None,
+    quiet: bool = False,
+) -> list[str]:
+    """The ``python -m ssl_bench run|resume ...`` command line of one plan entry (local workers and SLURM tasks)."""
+    args = entry.command(out, plugins)[1:]
+    if threads:
+        args += ["--threads", str(threads)]
+    if device:
+        args += ["--device", device]
+    if quiet:
+        args.append("--no-progress")
+    return [sys.executable, "-m", "ssl_bench", *args]
