@@ -179,8 +179,13 @@ def build_parser() -> argparse.ArgumentParser:
         description=textwrap.dedent(importlib.import_module("ssl_bench.training.check").__doc__ or ""),
         formatter_class=fmt,
     )
-    p.add_argument("--method", required=True)
-    p.add_argument("--estimator", default=None)
+    p.add_argument("--method", default=None, help="method to check (omit with --estimator: the estimator alone)")
+    p.add_argument(
+        "--estimator",
+        default=None,
+        help="with --method: the method's estimator; alone: an estimator contract check (shapes, value ranges, "
+        "determinism under a seed, no gradient, BatchNorm statistics untouched)",
+    )
     p.add_argument("--backbone", default=None, help="backbone to check with (default unet2d / unet3d)")
     p.add_argument("--dims", type=int, nargs="+", default=[2, 3], choices=[2, 3])
 
@@ -202,6 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     from ssl_bench.cli.table import add_parsers
 
     add_parsers(sub, plugin)  # table, leaderboard, figure
+    importlib.import_module("ssl_bench.cli.estimators").add_parser(sub, plugin)  # estimators compare / table
     add_data_parser(sub)  # data prepare / check / info
     return parser
 
@@ -287,7 +293,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from ssl_bench.training.check import check_method
 
-    results = check_method(args.method, estimator=args.estimator, backbone=args.backbone, dims=tuple(args.dims))
+    if args.method is None:
+        if args.estimator is None:
+            raise SSLBenchError("check needs --method NAME, --estimator NAME, or both (see ssl-bench check --help)")
+        from ssl_bench.training.check_estimator import check_estimator
+
+        results = check_estimator(args.estimator, backbone=args.backbone, dims=tuple(args.dims))
+    else:
+        results = check_method(args.method, estimator=args.estimator, backbone=args.backbone, dims=tuple(args.dims))
     for r in results:
         print(f"[{'PASS' if r.ok else 'FAIL'}] {r.dims}D {r.name}" + (f": {r.detail}" if r.detail else ""))
     failed = [r for r in results if not r.ok]
@@ -325,6 +338,7 @@ COMMANDS = {
     "metrics": cmd_metrics,
     "data": cmd_data,
     **importlib.import_module("ssl_bench.cli.table").COMMANDS,  # table, leaderboard, figure
+    **importlib.import_module("ssl_bench.cli.estimators").COMMANDS,  # estimators compare / table
 }
 
 
