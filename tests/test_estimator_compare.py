@@ -147,8 +147,8 @@ def test_crm_estimate_leaves_batchnorm_statistics_untouched():
     """CRM's passes in a train-mode net used to update BatchNorm running statistics (failed before the fix)."""
     import torch
 
-    from ssl_bench.core.uncertainty import build_estimator
     from ssl_bench.core.registry import BACKBONES
+    from ssl_bench.core.uncertainty import build_estimator
 
     est = build_estimator("crm", {}, 3)
     net = BACKBONES.get("unet2d")(1, 3, width=4, depth=2, extra_heads=tuple(est.required_heads()), main_head="branch")
