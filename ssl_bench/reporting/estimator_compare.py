@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from ssl_bench.core.backbone import SegNet
+from ssl_bench.core.data import DatasetAdapter
 from ssl_bench.core.errors import ConfigError, DataError
 from ssl_bench.core.registry import ESTIMATORS
 from ssl_bench.core.transforms import prepare_slices
@@ -108,7 +109,9 @@ def comparison_slices(cfg: Any, adapter: Any, split: str) -> tuple[torch.Tensor,
         cases = [c for c in splits["train"] if adapter.group(c) not in labelled]
     if not cases:
         raise DataError(f"dataset {cfg.dataset.name!r} has no {split} cases for this run's labelled budget")
-    slices = adapter.training_slices(cases)
+    # val: every axial slice of the loaded volumes (the base adapter's enumeration; a dataset's own training_slices
+    # may read training-only slice files, e.g. ACDC's); unlabelled: the slices training drew from
+    slices = DatasetAdapter.training_slices(adapter, cases) if split == "val" else adapter.training_slices(cases)
     images, labels = prepare_slices(
         slices.images, slices.labels, tuple(cfg.dataset.image_size), cfg.dataset.image_resize
     )
