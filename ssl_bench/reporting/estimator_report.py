@@ -32,8 +32,8 @@ OVERALL_COLUMNS = (
     ("certain %", "all", "certain_fraction", 100, 1, None),
     ("AUROC", "all", "auroc", 1, 3, False),
     ("AUPRC", "all", "auprc", 1, 3, False),
-    ("AURC ×10³", "all", "aurc", 1000, 2, True),
-    ("E-AURC ×10³", "all", "e_aurc", 1000, 2, True),
+    ("AURC ×1000", "all", "aurc", 1000, 2, True),
+    ("E-AURC ×1000", "all", "e_aurc", 1000, 2, True),
     ("ECE %", "all", "ece", 100, 2, True),
 )
 CLASS_METRICS = (("PPV", "ppv"), ("TPR", "tpr"), ("CSI", "csi"))
@@ -234,7 +234,8 @@ def _legend(fig: Any, axes: Sequence[Any]) -> None:
             if lab not in labels:
                 handles.append(h)
                 labels.append(lab)
-    fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 5), fontsize="small", frameon=False)
+    ncols = max(1, min(len(labels), 5, int(fig.get_figwidth() // 1.9)))  # as many columns as fit the width
+    fig.legend(handles, labels, loc="outside lower center", ncols=ncols, fontsize="small", frameon=False)
 
 
 def fig_risk_coverage(records: Sequence[dict[str, Any]]) -> Any:
@@ -273,7 +274,7 @@ def _bin_mean(per_run: list[list[float | None]]) -> np.ndarray:
 
 def fig_reliability(records: Sequence[dict[str, Any]]) -> Any:
     """Reliability diagram of all pixels: accuracy against mean top-class probability per bin, per estimator."""
-    fig, axes = _figure(1, width=4.4)
+    fig, axes = _figure(1, width=5.4)
     ax = axes[0]
     ax.plot([0, 1], [0, 1], color="0.5", linestyle="--", label="perfect calibration")
     for i, est in enumerate(estimator_names(records)):
