@@ -48,15 +48,22 @@ def setting():
 
 def test_comparison_time(setting):
     from ssl_bench.core.uncertainty import build_estimator
-    from ssl_bench.reporting.estimator_compare import DEFAULT_ESTIMATORS, score_estimator
+    from ssl_bench.reporting.estimator_compare import (
+        DEFAULT_ESTIMATORS,
+        IMAGES_PER_FORWARD,
+        EstimatorRequest,
+        batched_options,
+        score_estimator,
+    )
 
     cfg, net, images, labels, cases, data_s = setting
     names = [*DEFAULT_ESTIMATORS, "margin"]
     k = net.num_classes
     rows, total, cpu0 = [], 0.0, time.process_time()
-    for name in names:
+    for name in names:  # options as `estimators compare` sets them (batch 16, passes batched to 16 images on a CPU)
+        options = batched_options(EstimatorRequest(name), 16, IMAGES_PER_FORWARD["cpu"])
         t0 = time.perf_counter()
-        _, cost = score_estimator(build_estimator(name, {}, k), net, images, labels)
+        _, cost = score_estimator(build_estimator(name, options, k), net, images, labels, batch_size=16)
         wall = time.perf_counter() - t0
         total += wall
         rows.append((name, cost, wall))
@@ -80,21 +87,29 @@ def test_comparison_time(setting):
     assert len(rows) == 8
 
 
-def test_batched_mc_dropout_passes(setting):
+def test_mc_dropout_batching_and_shared_encoder(setting):
+    """MC dropout's 50 passes on 16 slices: the compare default (encoder once, 1 pass per forward on a CPU) against
+    full passes and against 10 passes per forward (160 images), interleaved rounds, process CPU time per slice."""
     from ssl_bench.core.uncertainty import build_estimator
     from ssl_bench.reporting.estimator_compare import score_estimator
 
     _, net, images, labels, _, _ = setting
-    x, y = images[:32], labels[:32]
+    x, y = images[:16], labels[:16]
     k = net.num_classes
-    times: dict[int, list[float]] = {1: [], 10: []}
-    for _ in range(2):  # interleaved rounds: drifting load hits both alike
-        for per_forward in (1, 10):
-            est = build_estimator("mc-dropout", {"per_forward": per_forward}, k)
-            times[per_forward].append(score_estimator(est, net, x, y)[1]["ms_per_slice"])
-    one, ten = min(times[1]), min(times[10])
-    print(
-        f"\nmc-dropout, 50 passes, 32 slices: per_forward 1: {one:.1f} ms/slice, "
-        f"10: {ten:.1f} ms/slice ({one / ten:.2f}x)"
-    )
-    assert one > 0 and ten > 0
+    variants = {
+        "shared encoder, per_forward 1 (default)": {"per_forward": 1},
+        "full passes, per_forward 1": {"per_forward": 1, "share_encoder": False},
+        "shared encoder, per_forward 10": {"per_forward": 10},
+    }
+    times: dict[str, list[float]] = {v: [] for v in variants}
+    for _ in range(2):  # interleaved rounds: drifting load hits all alike
+        for label, options in variants.items():
+            est = build_estimator("mc-dropout", options, k)
+            t0 = time.process_time()
+            score_estimator(est, net, x, y, batch_size=16)
+            times[label].append(1000 * (time.process_time() - t0) / len(x))
+    base = min(times["shared encoder, per_forward 1 (default)"])
+    print("\nmc-dropout, 50 passes, 16 slices (process CPU ms per slice):")
+    for label, values in times.items():
+        print(f"  {label:<40} {min(values):>8.1f}  ({min(values) / base:.2f}x the default)")
+    assert base > 0

@@ -157,3 +157,34 @@ def test_crm_estimate_leaves_batchnorm_statistics_untouched():
     est.estimate(net, torch.randn(2, 1, 16, 16))
     after = net.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_mc_dropout_shared_encoder_equals_full_passes(mode):
+    """Sampling only the decoder's dropout gives the full passes' result under the same seed."""
+    import torch
+
+    from ssl_bench.core.registry import BACKBONES
+    from ssl_bench.core.uncertainty import build_estimator
+
+    net = BACKBONES.get("unet2d")(1, 4, width=4, depth=2, dropout=0.5)
+    net.train(mode == "train")
+    x = torch.randn(3, 1, 16, 16)
+    shared = build_estimator("mc-dropout", {"T": 6, "per_forward": 4}, 4)
+    full = build_estimator("mc-dropout", {"T": 6, "per_forward": 4, "share_encoder": False}, 4)
+    torch.manual_seed(0)
+    a = shared.estimate(net, x).prob
+    torch.manual_seed(0)
+    b = full.estimate(net, x).prob
+    assert torch.allclose(a, b, atol=1e-5)
+    torch.manual_seed(1)
+    assert not torch.allclose(shared.estimate(net, x).prob, a)  # the passes are random
+
+
+def test_compare_batches_passes_to_the_device():
+    from ssl_bench.reporting.estimator_compare import EstimatorRequest, batched_options
+
+    assert batched_options(EstimatorRequest("mc-dropout"), 16, 16) == {"per_forward": 1}
+    assert batched_options(EstimatorRequest("entropy"), 4, 256) == {"per_forward": 64}
+    assert batched_options(EstimatorRequest("mc-dropout", {"per_forward": 3}), 16, 256) == {"per_forward": 3}
+    assert batched_options(EstimatorRequest("tta"), 16, 16) == {}

@@ -72,6 +72,14 @@ def add_parser(sub: argparse._SubParsersAction, plugin: argparse.ArgumentParser)
     c.add_argument("--out", type=Path, default=None, help="output folder (see below)")
     c.add_argument("--format", default="md", choices=["md", "tex", "csv"], help="printed table format")
     c.add_argument("--batch-size", type=int, default=16, help="slices per estimator call (default 16)")
+    c.add_argument(
+        "--images-per-forward",
+        type=int,
+        default=None,
+        metavar="N",
+        help="batch a multi-pass estimator's passes (MC dropout, entropy) so that a forward holds N images: "
+        "per_forward = N // batch-size unless set with --set (default 16 on a CPU, 256 on CUDA)",
+    )
     c.add_argument("--seed", type=int, default=0, help="random seed every estimator starts from (default 0)")
     c.add_argument("--device", default="cpu", help="cpu (default), cuda, auto")
     c.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
@@ -102,8 +110,8 @@ def cmd_estimators(args: argparse.Namespace) -> int:
     from ssl_bench.reporting import estimator_compare as ec
     from ssl_bench.reporting import estimator_report as er
 
-    if args.batch_size < 1:
-        raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.batch_size < 1 or (args.images_per_forward is not None and args.images_per_forward < 1):
+        raise ConfigError("--batch-size and --images-per-forward must be >= 1")
     names = _names(args.estimators) or list(ec.DEFAULT_ESTIMATORS)
     names += [n for n in _names(args.add) if n not in names]
     sets = {k: yaml.safe_load(v) for k, v in parse_set(args.sets).items()}
@@ -123,7 +131,13 @@ def cmd_estimators(args: argparse.Namespace) -> int:
     records = []
     for run_dir in args.run_dirs:
         record = ec.compare_run(
-            run_dir, requests, split=args.split, device=args.device, batch_size=args.batch_size, seed=args.seed
+            run_dir,
+            requests,
+            split=args.split,
+            device=args.device,
+            batch_size=args.batch_size,
+            images_per_forward=args.images_per_forward,
+            seed=args.seed,
         )
         path = out / "records" / f"{record['run']['run_id']}-{args.split}.json"
         atomic_write_json(path, record)

@@ -176,7 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
         "check",
         parents=[plugin],
         help="contract-test a method on tiny synthetic 2D/3D batches",
-        description=textwrap.dedent(importlib.import_module("ssl_bench.training.check").__doc__ or ""),
+        description=textwrap.dedent(importlib.import_module("ssl_bench.training.check").__doc__ or "")
+        + "\n"
+        + textwrap.dedent(importlib.import_module("ssl_bench.training.check_estimator").__doc__ or ""),
         formatter_class=fmt,
     )
     p.add_argument("--method", default=None, help="method to check (omit with --estimator: the estimator alone)")
