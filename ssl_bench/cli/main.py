@@ -297,7 +297,9 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     if args.method is None:
         if args.estimator is None:
-            raise SSLBenchError("check needs --method NAME, --estimator NAME, or both (see ssl-bench check --help)")
+            from ssl_bench.core.errors import ConfigError
+
+            raise ConfigError("check needs --method NAME, --estimator NAME, or both (see ssl-bench check --help)")
         from ssl_bench.training.check_estimator import check_estimator
 
         results = check_estimator(args.estimator, backbone=args.backbone, dims=tuple(args.dims))
