@@ -94,6 +94,7 @@ from ssl_bench.core.registry import ESTIMATORS, METHODS
 from ssl_bench.core.uncertainty import UncertaintyEstimator, UncertaintyMap, build_estimator
 from ssl_bench.evaluation.metrics import pseudo_label_quality
 from ssl_bench.training.augment import apply_augment
+from ssl_bench.training.consistency import stochastic_mode
 from ssl_bench.training.ema import EMATeacher
 from ssl_bench.training.losses import (
     masked_soft_dice_loss,
@@ -128,6 +129,27 @@ def vote(logits: torch.Tensor) -> torch.Tensor:
     return torch.cat([background, p_fg], dim=1).argmax(1)
 
 
+def cost_sensitive_ce(
+    heads: dict[str, torch.Tensor],
+    target: torch.Tensor,
+    w_con: torch.Tensor,
+    w_rad: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    normalize: str = "pixels",
+) -> dict[str, torch.Tensor]:
+    """CE_con and CE_rad of Eq. 1 (``heads["con"]``, ``heads["rad"]`` ``[B, 2(K-1), *S]``, ``target`` ``[B, *S]``),
+    each the mean over the one-vs-rest sub-tasks, with class costs ``w_con`` / ``w_rad`` ``[2]`` (background,
+    foreground)."""
+    out = {}
+    for name, w in (("con", w_con), ("rad", w_rad)):
+        sub = subtask_logits(heads[name])
+        terms = [
+            weighted_cross_entropy(sub[:, i], (target == i + 1).long(), w, mask, normalize) for i in range(sub.shape[1])
+        ]
+        out[name] = torch.stack(terms).mean()
+    return out
+
+
 @ESTIMATORS.register("crm")
 class ConservativeRadicalDisagreement(UncertaintyEstimator):
     """CoraNet's CRM: uncertain where the conservative and radical heads disagree (paper Eq. 5-6)."""
@@ -141,7 +163,8 @@ class ConservativeRadicalDisagreement(UncertaintyEstimator):
 
     @torch.no_grad()
     def estimate(self, net: SegNet, x: torch.Tensor, step: StepInfo | None = None) -> UncertaintyMap:
-        out = net.forward_heads(x, ["con", "rad"])
+        with stochastic_mode(net, dropout=False, bn="keep"):  # BatchNorm running statistics never updated
+            out = net.forward_heads(x, ["con", "rad"])
         uncertain = vote(out["con"]) != vote(out["rad"])  # Eq. 5 (XOR for K = 2)
         return UncertaintyMap(prob=out["main"].softmax(1), certain=~uncertain, score=uncertain.float())
 
@@ -321,16 +344,7 @@ class CoraNet(Method):
         mask: torch.Tensor | None,
         normalize: str,
     ) -> dict[str, torch.Tensor]:
-        """CE_con and CE_rad of Eq. 1 summed over the one-vs-rest sub-tasks (mean over sub-tasks)."""
-        out = {}
-        for name, w in (("con", w_con), ("rad", w_rad)):
-            sub = subtask_logits(heads[name])
-            terms = [
-                weighted_cross_entropy(sub[:, i], (target == i + 1).long(), w, mask, normalize)
-                for i in range(sub.shape[1])
-            ]
-            out[name] = torch.stack(terms).mean()
-        return out
+        return cost_sensitive_ce(heads, target, w_con, w_rad, mask, normalize)
 
     def _labelled_losses(self, heads: dict[str, torch.Tensor], y: torch.Tensor) -> dict[str, torch.Tensor]:
         """L_crm (Eq. 1; paper) or L_sup (released code) on a labelled batch."""

@@ -38,6 +38,9 @@ Deviations (all estimators):
   (so every voxel is covered). The released code's crops were as large as its 96^3 inputs, so its 20 passes were
   identical; ours are smaller than the input along every axis longer than one multiple, and vary (tested). No
   flips or scaling in 3D.
+* ``mc-dropout`` runs the encoder once and samples only the decoder's dropout layers per pass (``share_encoder``,
+  default on; the U-Nets' dropout sits at the bottleneck and the last feature, so the encoder is deterministic
+  and the passes' distribution is unchanged; tested against full passes).
 * ``mc-dropout`` and ``tta`` average the passes' logits, then take the softmax (``average="logits"``), as
   CoraNet's released baselines do ("average their results", §IV-D); ``average="probs"`` is the predictive mean
   (mean softmax) of Gal & Ghahramani. Averaged probabilities are less confident, so with the 0.8 threshold the
@@ -237,6 +240,40 @@ class MCDropoutConfig:
     average: str = "logits"
     #: passes batched into one forward
     per_forward: int = 10
+    #: run the encoder once and sample only the decoder's dropout (bottleneck + last feature) per pass: the same
+    #: distribution as full passes with ~40 % fewer FLOPs on the U-Nets; used when the backbone exposes
+    #: encode/decode and its encoder holds no dropout, else full passes
+    share_encoder: bool = True
+
+
+def _encoder_is_deterministic(net: nn.Module) -> bool:
+    """Whether ``net`` splits as ``decode(encode(x))`` with no dropout layer inside its encoder modules."""
+    names = getattr(net, "encoder_modules", ())
+    if not names or not getattr(net, "decoder_channels", ()):
+        return False
+    return not any(has_dropout(getattr(net, n)) for n in names)
+
+
+def decoder_mean_probs(
+    net: SegNet, x: torch.Tensor, passes: int, *, bn: str, per_forward: int, average: str
+) -> torch.Tensor:
+    """:func:`mean_probs` with dropout for a net whose encoder is deterministic: encoder features once, then
+    ``passes`` decoder passes (``per_forward`` at a time, features repeated along the batch). ``[B, K, *S]``."""
+    total: torch.Tensor | None = None
+    with torch.no_grad(), stochastic_mode(net, dropout=True, bn=bn):
+        feats = net.encode(x)
+        done = 0
+        while done < passes:
+            g = min(max(1, per_forward), passes - done)
+            rep = [f.repeat(g, *([1] * (f.ndim - 1))) for f in feats]
+            out = net.decode(rep).float()
+            out = out.softmax(1) if average == "probs" else out
+            s = out.reshape(g, x.shape[0], *out.shape[1:]).sum(0)
+            total = s if total is None else total + s
+            done += g
+    assert total is not None
+    mean = total / passes
+    return mean if average == "probs" else mean.softmax(1)
 
 
 @ESTIMATORS.register("mc-dropout")
@@ -260,7 +297,10 @@ class MCDropoutEstimator(_Estimator):
                 "methods that take --estimator build one from required_dropout(), otherwise set model.dropout"
             )
         c = self.cfg
-        prob = mean_probs(net, x, c.T, dropout=True, bn=c.bn, per_forward=c.per_forward, average=c.average)
+        if c.share_encoder and _encoder_is_deterministic(net):
+            prob = decoder_mean_probs(net, x, c.T, bn=c.bn, per_forward=c.per_forward, average=c.average)
+        else:
+            prob = mean_probs(net, x, c.T, dropout=True, bn=c.bn, per_forward=c.per_forward, average=c.average)
         return self._confident(prob)
 
 

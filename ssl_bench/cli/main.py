@@ -197,11 +197,16 @@ def build_parser() -> argparse.ArgumentParser:
         "check",
         parents=[plugin],
         help="contract-test a method on tiny synthetic 2D/3D batches",
-        description=_module_doc("ssl_bench.training.check"),
+        description=_module_doc("ssl_bench.training.check") + "\n" + _module_doc("ssl_bench.training.check_estimator"),
         formatter_class=fmt,
     )
-    p.add_argument("--method", required=True)
-    p.add_argument("--estimator", default=None)
+    p.add_argument("--method", default=None, help="method to check (omit with --estimator: the estimator alone)")
+    p.add_argument(
+        "--estimator",
+        default=None,
+        help="with --method: the method's estimator; alone: an estimator contract check (shapes, value ranges, "
+        "determinism under a seed, no gradient, BatchNorm statistics untouched)",
+    )
     p.add_argument("--backbone", default=None, help="backbone to check with (default unet2d / unet3d)")
     p.add_argument("--dims", type=int, nargs="+", default=[2, 3], choices=[2, 3])
 
@@ -224,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_parsers(sub, plugin)  # table, leaderboard, figure
     importlib.import_module("ssl_bench.cli.sweep").add_parser(sub, plugin)
+    importlib.import_module("ssl_bench.cli.estimators").add_parser(sub, plugin)  # estimators compare / table
     add_data_parser(sub)  # data prepare / check / info
     add_predict_parser(sub, plugin, runtime)  # predict
     return parser
@@ -325,7 +331,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from ssl_bench.training.check import check_method
 
-    results = check_method(args.method, estimator=args.estimator, backbone=args.backbone, dims=tuple(args.dims))
+    if args.method is None:
+        if args.estimator is None:
+            from ssl_bench.core.errors import ConfigError
+
+            raise ConfigError("check needs --method NAME, --estimator NAME, or both (see ssl-bench check --help)")
+        from ssl_bench.training.check_estimator import check_estimator
+
+        results = check_estimator(args.estimator, backbone=args.backbone, dims=tuple(args.dims))
+    else:
+        results = check_method(args.method, estimator=args.estimator, backbone=args.backbone, dims=tuple(args.dims))
     for r in results:
         print(f"[{'PASS' if r.ok else 'FAIL'}] {r.dims}D {r.name}" + (f": {r.detail}" if r.detail else ""))
     failed = [r for r in results if not r.ok]
@@ -365,6 +380,7 @@ COMMANDS = {
     "predict": cmd_predict,
     **importlib.import_module("ssl_bench.cli.table").COMMANDS,  # table, leaderboard, figure
     **importlib.import_module("ssl_bench.cli.sweep").COMMANDS,
+    **importlib.import_module("ssl_bench.cli.estimators").COMMANDS,  # estimators compare / table
 }
 
 

@@ -23,6 +23,7 @@ examples:
   ssl-bench table IX --run-missing --executor slurm --partition gpu --gpus 1   # as one SLURM job array
   ssl-bench table IX --preset smoke --dataset acdc=cardiac-phantom   # the protocol on the built-in phantom
   ssl-bench table IX --export-records                 # copy the used runs' records to results/records
+  ssl-bench table VI --add-estimator margin --plugin examples/margin_estimator.py --missing   # a row of yours
   ssl-bench table benchmarks/acdc_baselines.yaml --seeds 0   # a table of your own (same YAML format)
 """
 
@@ -80,6 +81,14 @@ def add_parsers(sub: argparse._SubParsersAction, plugin: argparse.ArgumentParser
         "the files get a suffix, e.g. IX-cpu-iters_per_epoch160",
     )
     p.add_argument("--format", default="md", choices=["md", "tex", "csv", "html"], help="printed format")
+    p.add_argument(
+        "--add-estimator",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="add a row: the table's CRM row with estimator NAME, no paper values (VI, VIII; a plugin's needs "
+        "--plugin; repeatable); files are named <ID>+NAME-<preset>",
+    )
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds per cell (default: the table's)")
     p.add_argument(
         "--dataset",
@@ -164,6 +173,8 @@ def cmd_table(args: argparse.Namespace) -> int:
     from ssl_bench.reporting.results import _as_dirs, export_records
 
     spec = tables.get_spec(args.table_id)
+    if args.add_estimator:
+        spec = tables.add_estimator_rows(spec, args.add_estimator)
     dirs = _as_dirs(args.results)
     dataset_map = tables.parse_dataset_map(args.dataset)
     overrides = parse_set(args.sets)

@@ -65,6 +65,7 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "ssl_bench.methods.abd",
     "ssl_bench.methods.fixmatch",
     "ssl_bench.methods.unimatch",
+    "ssl_bench.methods.estimator_reference",
     "ssl_bench.datasets.phantom",
     "ssl_bench.datasets.phantom3d",
     "ssl_bench.datasets.acdc",

@@ -139,11 +139,14 @@ def pl_quality(run_dirs: Iterable[str | Path | RunRecord], region: str = "certai
     records = _records(run_dirs)
     labels = run_labels(records)
     rows = []
+    only_nan = []  # runs that logged pseudo-label quality, every value NaN
     for rec, label in zip(records, labels):
         log = load_metrics_log(rec.path, "epoch")
         cols = [c for c in log.columns if (m := _PL_KEY.match(c)) and m["region"] == region]
         if not cols:
             continue
+        if log[cols].notna().sum().sum() == 0:
+            only_nan.append(rec.run_id)
         log = log.dropna(subset=cols, how="all").reset_index(drop=True)
         for refresh, entry in log.iterrows():
             for col in cols:
@@ -162,6 +165,14 @@ def pl_quality(run_dirs: Iterable[str | Path | RunRecord], region: str = "certai
                         "value": float(entry[col]),
                     }
                 )
+    if not rows and only_nan:
+        raise RunDirError(
+            f"the pseudo-label quality records (pl/{region}/ppv_k ...) of {', '.join(only_nan)} hold only NaN: at "
+            f"every refresh no {region} pixel was predicted or labelled as a foreground class, so PPV/TPR/CSI are "
+            "undefined (an untrained network, e.g. the smoke preset, or a threshold no pixel passes); train longer, "
+            f"use --region {'all' if region == 'certain' else 'certain'}, or compare estimators on one trained "
+            "network with `ssl-bench estimators compare`"
+        )
     if not rows:
         raise RunDirError(
             f"no pseudo-label quality records (pl/{region}/ppv_k ...) in the metrics.jsonl of these runs; fig3/fig4 "

@@ -62,6 +62,7 @@ from ssl_bench.reporting.tables.spec import (
     ColumnSpec,
     RowSpec,
     TableSpec,
+    add_estimator_rows,
     get_spec,
     load_spec,
     register_tables,
@@ -70,6 +71,7 @@ from ssl_bench.reporting.tables.spec import (
 from ssl_bench.reporting.tables.stats import wilcoxon_p
 
 __all__ = [
+    "add_estimator_rows",
     "Cell",
     "ColumnSpec",
     "MissingRun",

@@ -37,7 +37,8 @@ One YAML file per table of the CoraNet paper (II–IX) in ``benchmarks/tables/``
         alpha: 2                        # optional: --set params.alpha=2
         backbone: vnet                  # optional: --backbone
         dataset / labeled / set         # optional per-row run settings
-        in_paper: true                  # false: a row we add (e.g. a baseline), no paper values
+        in_paper: true                  # false: a row we add (e.g. a baseline), no paper values; a row without
+                                        #   `paper` is such a row (no `paper: null` needed)
         paper: {RV: [82.69, 0.48], ...} # the paper's value per column: number, [mean, std] or null ("-")
         source: "BCP, CVPR 2023, Tab. 1" # optional: where this row's paper values come from (default the table's
                                         #   source), rendered as a footnote; with a source, paper values may be given
@@ -46,6 +47,7 @@ One YAML file per table of the CoraNet paper (II–IX) in ``benchmarks/tables/``
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -226,7 +228,7 @@ def load_spec(path: str | Path) -> TableSpec:
             if str(k) not in keys:
                 raise ConfigError(f"{rw}: paper value for unknown column {k!r} (columns: {keys})")
             paper[str(k)] = _paper_value(v, rw)
-        in_paper = bool(r.get("in_paper", True))
+        in_paper = bool(r.get("in_paper", "paper" in r))  # a row without paper values is one we add
         source = " ".join(str(r.get("source") or "").split())
         if source:  # a publication of its own: it gives what it gives
             paper, in_paper = {k: paper.get(k, (None, None)) for k in keys}, True
@@ -320,3 +322,29 @@ def get_spec(table_id: str) -> TableSpec:
             "or set $SSL_BENCH_TABLES to a folder of table YAML files)"
         )
     return TABLES.get(table_id)
+
+
+def add_estimator_rows(spec: TableSpec, names: list[str]) -> TableSpec:
+    """``spec`` with one row per estimator in ``names`` (``ssl-bench table VI --add-estimator margin``): each a copy
+    of the table's CRM row (else its first row with an estimator) with that estimator, no paper values. The copy's
+    id is ``<ID>+<names>``, so its files do not overwrite the paper table's."""
+    from ssl_bench.core.registry import ESTIMATORS
+
+    templates = [r for r in spec.rows if r.method is not None and r.estimator is not None]
+    if not templates:
+        raise ConfigError(
+            f"table {spec.id} has no row with an estimator; --add-estimator extends tables that compare estimators "
+            "(VI, VIII)"
+        )
+    template = next((r for r in templates if r.estimator == "crm"), templates[0])
+    rows = list(spec.rows)
+    for name in names:
+        ESTIMATORS.get(name)  # unknown: the registry's error lists the names (a plugin's needs --plugin)
+        if any(r.id == name for r in rows):
+            raise ConfigError(f"table {spec.id} already has a row {name!r}")
+        rows.append(
+            dataclasses.replace(
+                template, id=name, label=f"{name} (added)", estimator=name, in_paper=False, paper={}, note="", source=""
+            )
+        )
+    return dataclasses.replace(spec, id=f"{spec.id}+{'+'.join(names)}", rows=rows)
