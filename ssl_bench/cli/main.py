@@ -7,6 +7,7 @@ traceback instead.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import json
 import os
@@ -16,7 +17,10 @@ from pathlib import Path
 
 from ssl_bench import __version__
 from ssl_bench.cli.data import add_data_parser, cmd_data
-from ssl_bench.core.errors import SSLBenchError
+from ssl_bench.core.errors import ConfigError, SSLBenchError
+
+#: OS errors caused by the user's environment, printed as one line (others are bugs and keep their traceback)
+USER_OS_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS)
 
 DESCRIPTION = """\
 ssl-bench: semi-supervised medical image segmentation benchmark (CoraNet, TMI 2021, and baselines).
@@ -328,23 +332,33 @@ COMMANDS = {
 }
 
 
+def _os_error(exc: OSError) -> str:
+    where = f" ({exc.filename})" if exc.filename else ""
+    hint = "; free some space (a killed run stays resumable)" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else ""
+    return f"{exc.strerror or exc}{where}{hint}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not args.command:
         parser.print_help()
         return 2
-    if getattr(args, "threads", None):
-        import torch
-
-        torch.set_num_threads(args.threads)
     try:
+        if getattr(args, "threads", None) is not None:
+            if args.threads < 1:
+                raise ConfigError(f"--threads must be a positive number of CPU threads, got {args.threads}")
+            import torch
+
+            torch.set_num_threads(args.threads)
         _load_plugins(getattr(args, "plugin", []))
         return COMMANDS[args.command](args)
-    except SSLBenchError as exc:
+    except (SSLBenchError, OSError) as exc:
         if getattr(args, "debug", False) or os.environ.get("SSL_BENCH_DEBUG"):
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        if isinstance(exc, OSError) and exc.errno not in USER_OS_ERRORS:
+            raise
+        print(f"error: {exc if isinstance(exc, SSLBenchError) else _os_error(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -503,7 +503,10 @@ def load_run_config(path: Path, params_cls: type | None) -> RunConfig:
     if not isinstance(data, dict):
         raise ConfigError(f"config {path} is not a mapping")
     params = data.pop("params", None)
-    cfg = from_dict(RunConfig, data)
-    if params_cls is not None:
-        cfg.params = from_dict(params_cls, params or {}, prefix="params.")
+    try:
+        cfg = from_dict(RunConfig, data)
+        if params_cls is not None:
+            cfg.params = from_dict(params_cls, params or {}, prefix="params.")
+    except ConfigError as exc:  # name the file: it is the run's own config, not a --set
+        raise ConfigError(f"{path}: {exc}") from exc
     return cfg
