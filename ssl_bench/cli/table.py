@@ -36,6 +36,54 @@ def _results_arg(p: argparse.ArgumentParser) -> None:
         help="run folders to read, searched recursively (repeatable; default: results/runs or $SSL_BENCH_RESULTS, "
         "and results/records)",
     )
+    p.add_argument(
+        "--verbose", action="store_true", help="list every run skipped as unreadable or incomplete (stderr)"
+    )
+
+
+def _choice(kind: str, value: str, known: list[str]) -> None:
+    """Exit-2 error for an unknown ``value`` of option ``kind``, with the closest known names."""
+    import difflib
+
+    from ssl_bench.core.errors import ConfigError
+
+    close = difflib.get_close_matches(value, known, n=3, cutoff=0.5)
+    hint = f"did you mean {', '.join(close)}? " if close else ""
+    raise ConfigError(f"unknown {kind} {value!r}: {hint}known: {', '.join(known)}")
+
+
+def check_report_args(args: argparse.Namespace) -> None:
+    """Names given to ``table``/``leaderboard`` must exist (before any run is read): ``--results`` folders,
+    ``--preset``, ``--metric``, ``--dataset``."""
+    from ssl_bench.core.config import PRESETS
+    from ssl_bench.core.errors import ConfigError
+    from ssl_bench.core.registry import DATASETS, normalize_name
+
+    for folder in args.results or []:
+        if not folder.is_dir():
+            raise ConfigError(f"--results {folder}: no such folder (give folders holding run folders)")
+    if args.preset is not None and args.preset not in PRESETS:
+        _choice("--preset", args.preset, list(PRESETS))
+    metric = getattr(args, "metric", None)
+    if metric is not None:
+        from ssl_bench.reporting.results import METRIC_ORDER
+
+        if metric not in METRIC_ORDER:
+            _choice("--metric", metric, list(METRIC_ORDER))
+    datasets = args.dataset if isinstance(args.dataset, list) else [args.dataset] if args.dataset else []
+    for item in datasets:
+        for name in item.split("=") if "=" in item else [item]:
+            if normalize_name(name) not in DATASETS.names():
+                _choice("--dataset", name, DATASETS.names())
+
+
+def report_skipped(args: argparse.Namespace, dirs) -> None:
+    """The stderr footnote: runs left out of the table/leaderboard because they are unreadable or incomplete."""
+    from ssl_bench.reporting.results import skipped_note, skipped_runs
+
+    note = skipped_note(skipped_runs(dirs), verbose=args.verbose)
+    if note:
+        print(note, file=sys.stderr)
 
 
 def add_parsers(sub: argparse._SubParsersAction, plugin: argparse.ArgumentParser) -> None:
@@ -137,6 +185,7 @@ def cmd_table(args: argparse.Namespace) -> int:
     from ssl_bench.reporting import tables
     from ssl_bench.reporting.results import _as_dirs, export_records
 
+    check_report_args(args)
     spec = tables.get_spec(args.table_id)
     dirs = _as_dirs(args.results)
     dataset_map = tables.parse_dataset_map(args.dataset)
@@ -179,6 +228,7 @@ def cmd_table(args: argparse.Namespace) -> int:
         print(f"# {len(done) - len(failed)} run(s) finished, {len(failed)} failed")
         result = build()  # with the new runs
     print(tables.render(result, args.format), end="")
+    report_skipped(args, dirs)
     if not args.no_write:
         written = tables.write_table(result, args.tables_dir, formats=[args.format])
         print(f"\nwritten: {', '.join(str(p) for p in written)}", file=sys.stderr)
@@ -192,12 +242,14 @@ def cmd_table(args: argparse.Namespace) -> int:
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     from ssl_bench.reporting.leaderboard import leaderboard, render_leaderboard
 
+    check_report_args(args)
     labeled = args.labeled
     if labeled is not None and labeled > 1 and labeled == int(labeled):
         labeled = int(labeled)
     frame = leaderboard(args.results, dataset=args.dataset, labeled=labeled, preset=args.preset, metric=args.metric)
     text = render_leaderboard(frame, args.format, metric=args.metric)
     print(text, end="")
+    report_skipped(args, args.results)
     if args.out:
         from ssl_bench.core.io import atomic_write_text
 

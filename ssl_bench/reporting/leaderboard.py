@@ -5,6 +5,10 @@ lists the config keys in which the runs differ from what that preset resolves to
 preset changed since: see :func:`.tables.variant_of`); its runs over seeds are aggregated like a table
 cell: per run the foreground mean over test cases of the metric (from ``per_case.csv``), then mean ± sample std over
 runs. Settings are ranked within (dataset, labelled budget, preset).
+
+Each seed counts once: repeated runs of one setting and seed are resolved as ``ssl-bench table`` resolves them, the
+newest finished run wins (:func:`.results.run_order`); the others are counted in ``duplicates``. Incomplete or
+unreadable runs are never read (:func:`.results.skipped_runs` lists them).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from typing import Any
 
 import pandas as pd
 
-from ssl_bench.reporting.results import find_runs, values_equal
+from ssl_bench.reporting.results import find_runs, run_order, values_equal
 from ssl_bench.reporting.tables import OVERLAP, run_value, variant_of
 
 GROUP_KEYS = ("dataset", "labeled", "preset", "method", "estimator", "alpha", "backbone", "variant")
@@ -31,11 +35,12 @@ def leaderboard(
     metric: str = "dice",
 ) -> pd.DataFrame:
     """One row per setting with finished runs: ``rank, dataset, labeled, preset, method, estimator, alpha,
-    backbone, variant`` ("" = the plain preset, "?" = not resolvable here), ``mean, std, n_runs, seeds,
+    backbone, variant`` ("" = the plain preset, "?" = not resolvable here), ``mean, std, n_runs`` (seeds, each
+    counted once), ``duplicates`` (older repeated runs of a seed, not counted), ``seeds,
     train_s`` (mean over runs), ``test_eval_s, params_train, params_inference, settings`` (distinct config hashes
     without seed: > 1 means the runs differ in an option the variant cannot see), ``run_ids, config_hashes,
     git_shas``. Overlap metrics in %."""
-    runs = [r for r in find_runs(results_dir, status="finished")]
+    runs = sorted(find_runs(results_dir, status="finished"), key=run_order)  # the newest run of a seed last
     rows = []
     for run in runs:
         f = run.fields
@@ -71,6 +76,7 @@ def leaderboard(
         "mean",
         "std",
         "n_runs",
+        "duplicates",
         "seeds",
         "train_s",
         "test_eval_s",
@@ -86,6 +92,8 @@ def leaderboard(
     frame = pd.DataFrame(rows)
     for key in ("estimator", "alpha", "backbone"):
         frame[key] = frame[key].astype(object).where(frame[key].notna(), "—")
+    n_all = frame.groupby(list(GROUP_KEYS), dropna=False, sort=False)["run_id"].transform("size")
+    frame = frame.assign(_all=n_all).drop_duplicates([*GROUP_KEYS, "seed"], keep="last")  # one run per seed
 
     def agg(group: pd.DataFrame) -> pd.Series:
         values = group["value"].dropna()
@@ -94,6 +102,7 @@ def leaderboard(
                 "mean": float(values.mean()) if len(values) else math.nan,
                 "std": float(values.std(ddof=1)) if len(values) > 1 else math.nan,
                 "n_runs": len(group),
+                "duplicates": int(group["_all"].iloc[0]) - len(group),
                 "seeds": " ".join(str(s) for s in sorted(group["seed"])),
                 "train_s": _mean(group["train_s"]),
                 "test_eval_s": _mean(group["test_eval_s"]),
