@@ -16,7 +16,7 @@ import h5py
 import numpy as np
 import pytest
 from helpers import run_cli_subprocess
-from test_datasets_real import write_ssl4mis
+from test_datasets_real import official_full, write_ssl4mis  # noqa: F401 - official_full is a fixture
 
 from ssl_bench.core.errors import ConfigError, DataError, RunDirError
 from ssl_bench.core.io import atomic_write_text
@@ -343,3 +343,27 @@ def test_bad_value_in_a_runs_config_names_the_file(tmp_path, cli, capsys, finish
 def test_unknown_device_from_python_is_a_config_error():
     with pytest.raises(ConfigError, match="banana"):
         runner.pick_device("banana")
+
+
+@pytest.mark.parametrize("damage", ["shape-mismatch", "missing-patient-folder"])
+def test_official_layout_test_case_damage_fails_before_training(tmp_path, official_full, damage):  # noqa: F811
+    """Item 1 on the official NIfTI layout: a test patient's label of another shape, or its folder missing."""
+    import shutil
+
+    import nibabel as nib
+    from test_datasets_real import SPLIT
+
+    root = tmp_path / "acdc"
+    shutil.copytree(official_full, root)
+    patient = SPLIT.split["test"][0]
+    pdir = root / "database" / "training" / patient
+    if damage == "missing-patient-folder":
+        shutil.rmtree(pdir)
+    else:
+        gt = sorted(pdir.glob("*_gt.nii.gz"))[0]
+        img = nib.load(str(gt))
+        nib.save(nib.Nifti1Image(np.asarray(img.dataobj)[:-1], img.affine), str(gt))
+    cfg = resolve_config("unet", "acdc", preset="smoke", labeled=2, data_root=str(root))
+    with pytest.raises(DataError, match=patient):
+        start_run(cfg, out=tmp_path / "out", progress=False, echo=lambda s: None)
+    assert _run_dirs(tmp_path / "out") == []
