@@ -136,7 +136,9 @@ def test_run_folder_appears_with_manifest_and_config_or_not_at_all(tmp_path, mon
     monkeypatch.setattr(runner, "dump_yaml", killed)
     with pytest.raises(KeyboardInterrupt):
         start_run(_smoke(), out=tmp_path, progress=False, echo=lambda s: None)
-    visible = [p for p in tmp_path.rglob("*") if not any(part.startswith(".") for part in p.relative_to(tmp_path).parts)]
+    visible = [
+        p for p in tmp_path.rglob("*") if not any(part.startswith(".") for part in p.relative_to(tmp_path).parts)
+    ]
     assert not [p for p in visible if p.is_file()], visible
 
 
@@ -202,7 +204,10 @@ def test_create_run_folder_never_reuses_a_taken_name(tmp_path):
 
 
 def _log_lines(run: Path) -> list[dict]:
-    return [{k: v for k, v in json.loads(x).items() if k != "time"} for x in (run / "metrics.jsonl").read_text().splitlines()]
+    return [
+        {k: v for k, v in json.loads(x).items() if k != "time"}
+        for x in (run / "metrics.jsonl").read_text().splitlines()
+    ]
 
 
 def test_resume_from_step_0_restarts_the_log_and_removes_orphan_tmp_files(tmp_path, monkeypatch):
@@ -366,4 +371,13 @@ def test_official_layout_test_case_damage_fails_before_training(tmp_path, offici
     cfg = resolve_config("unet", "acdc", preset="smoke", labeled=2, data_root=str(root))
     with pytest.raises(DataError, match=patient):
         start_run(cfg, out=tmp_path / "out", progress=False, echo=lambda s: None)
+    assert _run_dirs(tmp_path / "out") == []
+
+
+def test_a_patient_in_two_splits_fails_before_training(tmp_path):
+    """Item 1: a test volume also listed for training (test data leaking into training) was accepted silently."""
+    root = _tiny_acdc(tmp_path)
+    (root / "test.list").write_text("patient001_frame01\n")
+    with pytest.raises(DataError, match="patient001 is in both the train and the test split"):
+        start_run(_acdc_cfg(root), out=tmp_path / "out", progress=False, echo=lambda s: None)
     assert _run_dirs(tmp_path / "out") == []

@@ -36,9 +36,7 @@ def _results_arg(p: argparse.ArgumentParser) -> None:
         help="run folders to read, searched recursively (repeatable; default: results/runs or $SSL_BENCH_RESULTS, "
         "and results/records)",
     )
-    p.add_argument(
-        "--verbose", action="store_true", help="list every run skipped as unreadable or incomplete (stderr)"
-    )
+    p.add_argument("--verbose", action="store_true", help="list every run skipped as unreadable or incomplete (stderr)")
 
 
 def _choice(kind: str, value: str, known: list[str]) -> None:

@@ -164,7 +164,11 @@ class RunRecord:
         except (ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
             return f"eval/{folder}/per_case.csv is unreadable ({type(exc).__name__})"
         n_cases, n_classes = int(summary["n_cases"]), len(summary["classes"])
-        if not {"case", "class"} <= set(pc.columns) or len(pc) != n_cases * n_classes or pc["case"].nunique() != n_cases:
+        if (
+            not {"case", "class"} <= set(pc.columns)
+            or len(pc) != n_cases * n_classes
+            or pc["case"].nunique() != n_cases
+        ):
             return (
                 f"eval/{folder}/per_case.csv has {len(pc)} rows, summary.json says {n_cases} cases x {n_classes} "
                 "classes (cut short?)"

@@ -26,6 +26,7 @@ def check_eval_data(cfg: RunConfig, adapter: DatasetAdapter) -> int:
     Raises:
         DataError: the first bad case, naming its file and split.
     """
+    check_patient_disjoint(adapter)
     n = 0
     for split, cases in eval_cases(cfg, adapter).items():
         for cid in cases:
@@ -38,3 +39,20 @@ def check_eval_data(cfg: RunConfig, adapter: DatasetAdapter) -> int:
                 raise DataError(f"{split} case {cid} cannot be loaded: {type(exc).__name__}: {exc}") from exc
             n += 1
     return n
+
+
+def check_patient_disjoint(adapter: DatasetAdapter) -> None:
+    """A patient in two splits (e.g. a test volume also listed for training) would leak test data into training.
+
+    Raises:
+        DataError: naming the patient and both splits.
+    """
+    owner: dict[str, str] = {}
+    for split, cases in adapter.splits().items():
+        for cid in cases:
+            patient = adapter.group(cid)
+            if owner.setdefault(patient, split) != split:
+                raise DataError(
+                    f"patient {patient} is in both the {owner[patient]} and the {split} split ({cid}): the splits "
+                    "must be patient-disjoint; fix the split lists"
+                )

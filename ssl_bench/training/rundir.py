@@ -238,7 +238,7 @@ def acquire_lock(run_dir: Path, purpose: str) -> RunLock:
                 )
                 raise RunDirError(
                     f"{run_dir} is in use by {where} ({holder.get('purpose', 'training')}{since}): {hint}"
-                )
+                ) from None
             stale = run_dir / f"{LOCK_NAME}.stale-{record['token']}"
             try:  # exactly one of several contenders wins this rename
                 os.rename(run_dir / LOCK_NAME, stale)

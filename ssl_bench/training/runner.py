@@ -393,7 +393,11 @@ def start_run(
 
     run_dir = create_run_folder(planned, populate)
     if run_dir != planned:  # an identical run took the name this second: follow the folder's final name
-        trainer.run_dir, trainer.ckpt_dir, trainer.metrics_path = run_dir, run_dir / "checkpoints", run_dir / "metrics.jsonl"
+        trainer.run_dir, trainer.ckpt_dir, trainer.metrics_path = (
+            run_dir,
+            run_dir / "checkpoints",
+            run_dir / "metrics.jsonl",
+        )
     echo(f"run folder: {run_dir}")
     return _train_and_test(trainer, run_dir, echo, RunLock(run_dir / LOCK_NAME, record))
 
