@@ -381,3 +381,18 @@ def test_a_patient_in_two_splits_fails_before_training(tmp_path):
     with pytest.raises(DataError, match="patient001 is in both the train and the test split"):
         start_run(_acdc_cfg(root), out=tmp_path / "out", progress=False, echo=lambda s: None)
     assert _run_dirs(tmp_path / "out") == []
+
+
+def test_yaml_errors_and_check_names_are_one_line(tmp_path, cli, capsys, finished_run):
+    """Sweep findings: PyYAML's multi-line errors reached the user as several lines; `check --estimator nope`
+    reported "0 passed, 2 failed" (exit 1) instead of an unknown name."""
+    import shutil
+
+    (tmp_path / "c.yaml").write_text("trainer: [epochs\n")
+    args = ["run", "--method", "unet", "--preset", "smoke", "--config", tmp_path / "c.yaml", "--out", tmp_path]
+    assert "line 2" in _one_line_error(cli, capsys, *args)
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    (run / "config.yaml").write_text("a: [b\n")
+    assert "config.yaml" in _one_line_error(cli, capsys, "resume", run)
+    assert "nope" in _one_line_error(cli, capsys, "check", "--method", "coranet", "--estimator", "nope")

@@ -289,8 +289,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from ssl_bench.core.registry import ESTIMATORS, METHODS
     from ssl_bench.training.check import check_method
 
+    METHODS.get(args.method)  # unknown names: one line with suggestions, not a failed check
+    if args.estimator is not None:
+        ESTIMATORS.get(args.estimator)
     results = check_method(args.method, estimator=args.estimator, backbone=args.backbone, dims=tuple(args.dims))
     for r in results:
         print(f"[{'PASS' if r.ok else 'FAIL'}] {r.dims}D {r.name}" + (f": {r.detail}" if r.detail else ""))
@@ -358,7 +362,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         if isinstance(exc, OSError) and exc.errno not in USER_OS_ERRORS:
             raise
-        print(f"error: {exc if isinstance(exc, SSLBenchError) else _os_error(exc)}", file=sys.stderr)
+        message = str(exc) if isinstance(exc, SSLBenchError) else _os_error(exc)
+        print(f"error: {' '.join(message.split())}", file=sys.stderr)  # one line, whatever the message
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

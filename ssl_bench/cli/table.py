@@ -68,11 +68,34 @@ def check_report_args(args: argparse.Namespace) -> None:
 
         if metric not in METRIC_ORDER:
             _choice("--metric", metric, list(METRIC_ORDER))
+    check_set_keys(getattr(args, "sets", None) or [])
     datasets = args.dataset if isinstance(args.dataset, list) else [args.dataset] if args.dataset else []
     for item in datasets:
         for name in item.split("=") if "=" in item else [item]:
             if normalize_name(name) not in DATASETS.names():
                 _choice("--dataset", name, DATASETS.names())
+
+
+def check_set_keys(items: list[str]) -> None:
+    """``--set`` keys of the config's fixed sections (dataset, model, optim, trainer, eval, seed, preset) must exist
+    and their values parse; ``params.*`` and ``<method>.*`` keys depend on each row's method and are checked there."""
+    import dataclasses
+
+    from ssl_bench.core.config import RunConfig, apply_overrides, parse_set
+
+    fixed = {f.name for f in dataclasses.fields(RunConfig)} - {"params", "method"}
+    overrides = parse_set(items)
+    apply_overrides(RunConfig(), {k: v for k, v in overrides.items() if k.split(".")[0] in fixed})
+    from ssl_bench.core.registry import METHODS, normalize_name
+
+    heads = fixed | {"params", "method", *METHODS.names()}
+    unknown = [k for k in overrides if k.split(".")[0] not in fixed and normalize_name(k.split(".")[0]) not in heads]
+    if unknown:
+        from ssl_bench.core.errors import ConfigError
+
+        raise ConfigError(
+            f"--set {unknown[0]}: unknown config key; sections: {', '.join(sorted(fixed))}, params, <method>"
+        )
 
 
 def report_skipped(args: argparse.Namespace, dirs) -> None:

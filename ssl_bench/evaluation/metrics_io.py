@@ -201,9 +201,12 @@ def score_paths(
         else:
             sp, unit = None, "voxel"
         allowed = None if classes is not None else tuple(int(v) for v in np.union1d(np.unique(p), np.unique(r)))
-        result = segmentation_metrics(
-            p, r, fixed, sp, metrics=metrics, backend=backend, case=name, allowed_labels=allowed
-        )
+        try:
+            result = segmentation_metrics(
+                p, r, fixed, sp, metrics=metrics, backend=backend, case=name, allowed_labels=allowed
+            )
+        except MetricInputError as exc:  # name the files, not only the case
+            raise MetricInputError(f"{pred_file} vs {ref_file}: {exc}") from exc
         for k, values in result.items():
             rows.append({"case": name, "class": k, "spacing_unit": unit, **values})
     return rows

@@ -41,6 +41,7 @@ from ssl_bench.core.config import (
     flatten,
     load_run_config,
     to_dict,
+    yaml_error_text,
 )
 from ssl_bench.core.data import DatasetAdapter
 from ssl_bench.core.errors import ConfigError, DataError, RunDirError, SSLBenchError, TrainingError
@@ -117,7 +118,7 @@ def resolve_config(
         try:
             data = yaml.safe_load(Path(config_file).read_text()) or {}
         except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError(f"cannot read --config {config_file}: {exc}") from exc
+            raise ConfigError(f"cannot read --config {config_file}: {yaml_error_text(exc)}") from exc
         if not isinstance(data, dict):
             raise ConfigError(f"--config {config_file}: expected a YAML mapping of config sections")
         layers.append(flatten(data))
@@ -313,7 +314,8 @@ def load_run(run_dir: Path) -> tuple[RunConfig, dict[str, Any]]:
         raw = yaml.safe_load((run_dir / "config.yaml").read_text())
     except (OSError, ValueError, yaml.YAMLError) as exc:
         bad = "manifest.json" if not isinstance(exc, yaml.YAMLError) else "config.yaml"
-        raise RunDirError(f"{run_dir / bad} is unreadable (empty, truncated or corrupt: {exc})") from exc
+        why = yaml_error_text(exc)
+        raise RunDirError(f"{run_dir / bad} is unreadable (empty, truncated or corrupt: {why})") from exc
     if not isinstance(manifest, dict) or not isinstance(raw, dict):
         raise RunDirError(f"{run_dir}: manifest.json or config.yaml is not a mapping (corrupt run folder)")
     for name, digest in manifest.get("plugins", {}).items():
