@@ -176,7 +176,8 @@ def main() -> int:
         equal = sum(fingerprint(f) == reference for f in folders if status(f) == "finished")
         print(
             f"concurrent identical runs: {args.concurrent} started, exit codes {codes}, {len(folders)} folders, "
-            f"{equal} finished and identical to the reference, leftovers {leftovers(out) or 'none'}"
+            f"{equal} finished and identical to the reference, leftovers {leftovers(out) or 'none'}; folders: "
+            f"{', '.join(f.name for f in folders)}"
         )
         conc_ok = codes == [0] * args.concurrent and len(folders) == args.concurrent == equal
 
