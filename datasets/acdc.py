@@ -49,7 +49,7 @@ from typing import Any
 
 import numpy as np
 
-from ssl_bench.core.data import Case, DatasetAdapter, SliceSet, TaskSpec, validate_label
+from ssl_bench.core.data import Case, DatasetAdapter, SliceSet, TaskSpec, validate_image, validate_label
 from ssl_bench.core.errors import DataError
 from ssl_bench.core.registry import DATASETS
 from ssl_bench.datasets.common import (
@@ -159,6 +159,13 @@ class ACDC(RealDataset):
                 raise DataError(f"split list {root / SPLIT_FILES[split]} is empty")
         self._slice_dir = root / "data" / "slices"
         if not self._slice_dir.is_dir():
+            if not any(root.joinpath("data").glob("*_slice_*.h5")):
+                raise DataError(
+                    self.missing(
+                        f"ACDC root {root}: training slice folder {self._slice_dir} is missing (and data/ holds no "
+                        "*_slice_*.h5 files either)"
+                    )
+                )
             self._slice_dir = root / "data"
         self._slice_index: dict[str, list[str]] | None = None
         return "ssl4mis"
@@ -265,6 +272,7 @@ class ACDC(RealDataset):
             raise DataError(f"{gt_path}: label shape {label.shape} differs from image {img_path.name} {image.shape}")
         self._check_orientation(img_path, affine, zooms, gt_path, gt_affine, gt_zooms)
         label = validate_label(label, self.spec.num_classes, str(gt_path))
+        validate_image(image, str(img_path))
         spacing = (float(zooms[2]), float(zooms[1]), float(zooms[0]))
         meta = {"frame": frame, "phase": phase, "file": img_path.name, "group": info.get("Group"), "layout": "official"}
         return Case(
@@ -325,6 +333,7 @@ class ACDC(RealDataset):
                 f"{path}: expected image and label of equal shape (Z, H, W), got {image.shape} and {label.shape}"
             )
         label = validate_label(label, self.spec.num_classes, str(path))
+        validate_image(image, str(path))
         return Case(
             case_id, image.astype(np.float32, copy=False), label, None, self.group(case_id), {"file": path.name}
         )
@@ -351,7 +360,7 @@ class ACDC(RealDataset):
                 raise DataError(
                     f"{path}: expected 2D image and label of equal shape, got {image.shape} and {label.shape}"
                 )
-            images.append(image.astype(np.float32, copy=False)[None])
+            images.append(validate_image(image, str(path)).astype(np.float32, copy=False)[None])
             labels.append(validate_label(label, self.spec.num_classes, str(path)))
             owners.append(sid.rsplit("_slice_", 1)[0])
         return SliceSet(images, labels, owners)
@@ -363,6 +372,13 @@ class ACDC(RealDataset):
         ids = [s for s in read_list(self.root / "train_slices.list") if s.rsplit("_slice_", 1)[0] in wanted]  # type: ignore[operator]
         if not ids:
             raise DataError(f"no training slices in train_slices.list for volumes {sorted(wanted)[:4]}...")
+        absent = sorted(wanted - {s.rsplit("_slice_", 1)[0] for s in ids}, key=natural_key)
+        if absent:  # a patient of train.list this copy lacks would silently shrink the labelled budget
+            raise DataError(
+                f"{self.root / 'train.list'} names {len(absent)} volume(s) with no slices in train_slices.list "
+                f"({', '.join(absent[:4])}{' ...' if len(absent) > 4 else ''}): the patient is missing from this "
+                "copy; fix the list or the data"
+            )
         return self._read_slices(ids)
 
     # -- check ----------------------------------------------------------------------------------------------------

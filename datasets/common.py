@@ -47,7 +47,7 @@ from typing import Any, ClassVar
 import h5py
 import numpy as np
 
-from ssl_bench.core.data import Case, DatasetAdapter, count_from_budget, validate_label
+from ssl_bench.core.data import Case, DatasetAdapter, count_from_budget, validate_image, validate_label
 from ssl_bench.core.errors import DataError
 from ssl_bench.core.io import atomic_path, atomic_write_json
 
@@ -334,6 +334,7 @@ class PreparedStore:
                 f"{path}: image {image.shape} / label {label.shape}, dataset.json says {tuple(entry['shape'])}"
             )
         label = validate_label(label, num_classes, str(path))
+        validate_image(image, str(path))
         spacing = entry.get("spacing")
         return Case(
             case_id,

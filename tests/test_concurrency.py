@@ -8,13 +8,12 @@ import multiprocessing as mp
 from pathlib import Path
 
 from ssl_bench.core.io import atomic_write_json
-from ssl_bench.training.runner import claim_run_dir  # imported before the workers fork
+from ssl_bench.training.rundir import create_run_folder  # imported before the workers fork
 
 
 def _claim_and_mark(args: tuple[str, int]) -> str:
     planned, writer = args
-    run_dir = claim_run_dir(Path(planned))
-    (run_dir / f"writer-{writer}").write_text(str(writer))
+    run_dir = create_run_folder(Path(planned), lambda folder: (folder / f"writer-{writer}").write_text(str(writer)))
     return str(run_dir)
 
 

@@ -109,9 +109,7 @@ def test_histogram_matches_exact_groups():
 
 def test_estimator_stats_per_class_and_mask_score():
     # 1 image, 2x2 pixels, 3 classes; pseudo-label [[1, 1], [2, 0]], label [[1, 2], [2, 0]]
-    prob = torch.tensor(
-        [[[0.1, 0.2], [0.1, 0.9]], [[0.8, 0.6], [0.1, 0.05]], [[0.1, 0.2], [0.8, 0.05]]]
-    ).unsqueeze(0)
+    prob = torch.tensor([[[0.1, 0.2], [0.1, 0.9]], [[0.8, 0.6], [0.1, 0.05]], [[0.1, 0.2], [0.8, 0.05]]]).unsqueeze(0)
     label = torch.tensor([[[1, 2], [2, 0]]])
     certain = torch.tensor([[[True, False], [True, True]]])
     stats = EstimatorStats(3)

@@ -7,6 +7,7 @@ traceback instead.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import json
 import os
@@ -17,7 +18,10 @@ from pathlib import Path
 from ssl_bench import __version__
 from ssl_bench.cli.data import add_data_parser, cmd_data
 from ssl_bench.cli.predict import add_predict_parser, cmd_predict
-from ssl_bench.core.errors import SSLBenchError
+from ssl_bench.core.errors import ConfigError, SSLBenchError
+
+#: OS errors caused by the user's environment, printed as one line (others are bugs and keep their traceback)
+USER_OS_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS)
 
 DESCRIPTION = """\
 ssl-bench: semi-supervised medical image segmentation benchmark (CoraNet, TMI 2021, and baselines).
@@ -329,17 +333,20 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from ssl_bench.core.registry import ESTIMATORS, METHODS
     from ssl_bench.training.check import check_method
 
     if args.method is None:
         if args.estimator is None:
-            from ssl_bench.core.errors import ConfigError
-
             raise ConfigError("check needs --method NAME, --estimator NAME, or both (see ssl-bench check --help)")
+        ESTIMATORS.get(args.estimator)  # unknown names: one line with suggestions, not a failed check
         from ssl_bench.training.check_estimator import check_estimator
 
         results = check_estimator(args.estimator, backbone=args.backbone, dims=tuple(args.dims))
     else:
+        METHODS.get(args.method)
+        if args.estimator is not None:
+            ESTIMATORS.get(args.estimator)
         results = check_method(args.method, estimator=args.estimator, backbone=args.backbone, dims=tuple(args.dims))
     for r in results:
         print(f"[{'PASS' if r.ok else 'FAIL'}] {r.dims}D {r.name}" + (f": {r.detail}" if r.detail else ""))
@@ -384,27 +391,38 @@ COMMANDS = {
 }
 
 
+def _os_error(exc: OSError) -> str:
+    where = f" ({exc.filename})" if exc.filename else ""
+    hint = "; free some space (a killed run stays resumable)" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else ""
+    return f"{exc.strerror or exc}{where}{hint}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not args.command:
         parser.print_help()
         return 2
-    if getattr(args, "threads", None):
-        import torch
-
-        torch.set_num_threads(args.threads)
     try:
+        if getattr(args, "threads", None) is not None:
+            if args.threads < 1:
+                raise ConfigError(f"--threads must be a positive number of CPU threads, got {args.threads}")
+            import torch
+
+            torch.set_num_threads(args.threads)
         if args.command in ("run", "resume") and not getattr(args, "dry_run", False):
             from ssl_bench.training.distributed import init_from_env
 
             init_from_env(args.device)  # under torchrun: join the process group (one run on N processes)
         _load_plugins(getattr(args, "plugin", []))
         return COMMANDS[args.command](args)
-    except SSLBenchError as exc:
+    except (SSLBenchError, OSError) as exc:
         if getattr(args, "debug", False) or os.environ.get("SSL_BENCH_DEBUG"):
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        if isinstance(exc, OSError) and exc.errno not in USER_OS_ERRORS:
+            raise
+        message = str(exc) if isinstance(exc, SSLBenchError) else _os_error(exc)
+        print(f"error: {' '.join(message.split())}", file=sys.stderr)  # one line, whatever the message
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

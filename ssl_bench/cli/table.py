@@ -52,6 +52,75 @@ def _results_arg(p: argparse.ArgumentParser) -> None:
         help="run folders to read, searched recursively (repeatable; default: results/runs or $SSL_BENCH_RESULTS, "
         "and results/records)",
     )
+    p.add_argument("--verbose", action="store_true", help="list every run skipped as unreadable or incomplete (stderr)")
+
+
+def _choice(kind: str, value: str, known: list[str]) -> None:
+    """Exit-2 error for an unknown ``value`` of option ``kind``, with the closest known names."""
+    import difflib
+
+    from ssl_bench.core.errors import ConfigError
+
+    close = difflib.get_close_matches(value, known, n=3, cutoff=0.5)
+    hint = f"did you mean {', '.join(close)}? " if close else ""
+    raise ConfigError(f"unknown {kind} {value!r}: {hint}known: {', '.join(known)}")
+
+
+def check_report_args(args: argparse.Namespace) -> None:
+    """Names given to ``table``/``leaderboard`` must exist (before any run is read): ``--results`` folders,
+    ``--preset``, ``--metric``, ``--dataset``."""
+    from ssl_bench.core.config import PRESETS
+    from ssl_bench.core.errors import ConfigError
+    from ssl_bench.core.registry import DATASETS, normalize_name
+
+    for folder in args.results or []:
+        if not folder.is_dir():
+            raise ConfigError(f"--results {folder}: no such folder (give folders holding run folders)")
+    if args.preset is not None and args.preset not in PRESETS:
+        _choice("--preset", args.preset, list(PRESETS))
+    metric = getattr(args, "metric", None)
+    if metric is not None:
+        from ssl_bench.reporting.results import METRIC_ORDER
+
+        if metric not in METRIC_ORDER:
+            _choice("--metric", metric, list(METRIC_ORDER))
+    check_set_keys(getattr(args, "sets", None) or [])
+    datasets = args.dataset if isinstance(args.dataset, list) else [args.dataset] if args.dataset else []
+    for item in datasets:
+        for name in item.split("=") if "=" in item else [item]:
+            if normalize_name(name) not in DATASETS.names():
+                _choice("--dataset", name, DATASETS.names())
+
+
+def check_set_keys(items: list[str]) -> None:
+    """``--set`` keys of the config's fixed sections (dataset, model, optim, trainer, eval, seed, preset) must exist
+    and their values parse; ``params.*`` and ``<method>.*`` keys depend on each row's method and are checked there."""
+    import dataclasses
+
+    from ssl_bench.core.config import RunConfig, apply_overrides, parse_set
+
+    fixed = {f.name for f in dataclasses.fields(RunConfig)} - {"params", "method"}
+    overrides = parse_set(items)
+    apply_overrides(RunConfig(), {k: v for k, v in overrides.items() if k.split(".")[0] in fixed})
+    from ssl_bench.core.registry import METHODS, normalize_name
+
+    heads = fixed | {"params", "method", *METHODS.names()}
+    unknown = [k for k in overrides if k.split(".")[0] not in fixed and normalize_name(k.split(".")[0]) not in heads]
+    if unknown:
+        from ssl_bench.core.errors import ConfigError
+
+        raise ConfigError(
+            f"--set {unknown[0]}: unknown config key; sections: {', '.join(sorted(fixed))}, params, <method>"
+        )
+
+
+def report_skipped(args: argparse.Namespace, dirs) -> None:
+    """The stderr footnote: runs left out of the table/leaderboard because they are unreadable or incomplete."""
+    from ssl_bench.reporting.results import skipped_note, skipped_runs
+
+    note = skipped_note(skipped_runs(dirs), verbose=args.verbose)
+    if note:
+        print(note, file=sys.stderr)
 
 
 def add_parsers(sub: argparse._SubParsersAction, plugin: argparse.ArgumentParser) -> None:
@@ -172,6 +241,7 @@ def cmd_table(args: argparse.Namespace) -> int:
     from ssl_bench.reporting import tables
     from ssl_bench.reporting.results import _as_dirs, export_records
 
+    check_report_args(args)
     spec = tables.get_spec(args.table_id)
     if args.add_estimator:
         spec = tables.add_estimator_rows(spec, args.add_estimator)
@@ -225,6 +295,7 @@ def cmd_table(args: argparse.Namespace) -> int:
         print(f"# {len(done) - len(failed)} run(s) finished, {len(failed)} failed")
         result = build()  # with the new runs
     print(tables.render(result, args.format), end="")
+    report_skipped(args, dirs)
     if not args.no_write:
         written = tables.write_table(result, args.tables_dir, formats=[args.format])
         print(f"\nwritten: {', '.join(str(p) for p in written)}", file=sys.stderr)
@@ -239,6 +310,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     from ssl_bench.core.errors import ConfigError
     from ssl_bench.reporting.leaderboard import leaderboard, render_leaderboard
 
+    check_report_args(args)
     labeled = args.labeled
     if labeled is not None and labeled > 1 and labeled == int(labeled):
         labeled = int(labeled)
@@ -249,6 +321,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     )
     text = render_leaderboard(frame, args.format, metric=args.metric, min_n=args.min_n)
     print(text, end="")
+    report_skipped(args, args.results)
     if args.out:
         from ssl_bench.core.io import atomic_write_text
 

@@ -505,16 +505,26 @@ def dump_yaml(cfg: RunConfig, path: Path) -> None:
     atomic_write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 
+def yaml_error_text(exc: Exception) -> str:
+    """A YAML parse error on one line: the problem and its line/column (PyYAML's text spans several lines)."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{getattr(exc, 'problem', None) or ' '.join(str(exc).split())}{where}"
+
+
 def load_run_config(path: Path, params_cls: type | None) -> RunConfig:
     """Read a run's ``config.yaml`` back into a :class:`RunConfig` (strictly typed)."""
     try:
         data = yaml.safe_load(Path(path).read_text())
     except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read config {path}: {exc}") from exc
+        raise ConfigError(f"cannot read config {path}: {yaml_error_text(exc)}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"config {path} is not a mapping")
     params = data.pop("params", None)
-    cfg = from_dict(RunConfig, data)
-    if params_cls is not None:
-        cfg.params = from_dict(params_cls, params or {}, prefix="params.")
+    try:
+        cfg = from_dict(RunConfig, data)
+        if params_cls is not None:
+            cfg.params = from_dict(params_cls, params or {}, prefix="params.")
+    except ConfigError as exc:  # name the file: it is the run's own config, not a --set
+        raise ConfigError(f"{path}: {exc}") from exc
     return cfg

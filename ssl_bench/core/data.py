@@ -106,6 +106,28 @@ def validate_label(label: np.ndarray, num_classes: int, where: str) -> np.ndarra
     return label.astype(np.uint8, copy=False)
 
 
+def validate_image(image: np.ndarray, where: str) -> np.ndarray:
+    """Check that ``image`` is numeric and finite (a NaN/inf is a data error naming ``where``); returns it."""
+    if image.dtype.kind not in "fiub":
+        raise DataError(f"{where}: image has non-numeric dtype {image.dtype}")
+    if image.dtype.kind == "f" and image.size and not np.isfinite(image).all():
+        bad = np.count_nonzero(~np.isfinite(image))
+        raise DataError(f"{where}: image holds {bad} NaN/inf values (fix or exclude this file)")
+    return image
+
+
+def check_case(case: Case, num_classes: int, where: str = "") -> None:
+    """Everything a run needs of an evaluated case: a label, image and label of equal shape, integer labels in
+    ``0 .. num_classes - 1``, finite image values. Raises DataError naming ``where`` (the file, else the case)."""
+    where = where or str(case.meta.get("file") or f"case {case.case_id}")
+    if case.label is None:
+        raise DataError(f"{where}: case {case.case_id} has no label")
+    if tuple(case.image.shape) != tuple(case.label.shape):
+        raise DataError(f"{where}: image shape {tuple(case.image.shape)} != label shape {tuple(case.label.shape)}")
+    validate_label(case.label, num_classes, where)
+    validate_image(case.image, where)
+
+
 class DatasetAdapter(ABC):
     """Base class of dataset plugins (register with ``@DATASETS.register(name)``).
 
@@ -156,6 +178,7 @@ class DatasetAdapter(ABC):
             case = self.load_case(cid)
             if case.label is None:
                 raise DataError(f"case {cid} has no label; training cases need one")
+            validate_image(case.image, str(case.meta.get("file") or f"case {cid}"))
             for z in range(case.image.shape[0]):
                 images.append(case.image[z][None].astype(np.float32, copy=False))
                 labels.append(case.label[z].astype(np.uint8, copy=False))

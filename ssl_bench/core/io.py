@@ -19,6 +19,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp creates 0600; a plain open() would honour the umask
     try:
         yield Path(tmp)
         with open(tmp, "rb+") as fh:
@@ -30,6 +31,13 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         except FileNotFoundError:
             pass
         raise
+
+
+def current_umask() -> int:
+    """The process umask (read by setting and restoring it; there is no getter)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:

@@ -60,6 +60,14 @@ def load_label_map(path: str | Path) -> tuple[np.ndarray, tuple[float, ...] | No
             lists the datasets present).
     """
     path = Path(path)
+    labels, spacing = _read_label_map(path)
+    if labels.dtype.kind == "f" and labels.size and not np.isfinite(labels).all():
+        bad = int(np.count_nonzero(~np.isfinite(labels)))
+        raise MetricInputError(f"{path}: label map holds {bad} NaN/inf values; labels must be integers")
+    return labels, spacing
+
+
+def _read_label_map(path: Path) -> tuple[np.ndarray, tuple[float, ...] | None]:
     ext = _extension(path)
     if ext is None:
         raise MetricInputError(
@@ -167,8 +175,16 @@ def score_paths(
             message names the case).
     """
     fixed = None if classes is None else tuple(classes)
+    pairs = _pairs(Path(pred), Path(ref))
+    if fixed is None:  # every label > 0 of any reference: a case with an empty reference is scored, not skipped
+        seen = {int(v) for _, _, r in pairs for v in np.unique(load_label_map(r)[0]) if v > 0}
+        if not seen:  # no reference has a label: score what the predictions hold (all 0 against empty)
+            seen = {int(v) for _, p, _ in pairs for v in np.unique(load_label_map(p)[0]) if v > 0}
+        if not seen:
+            raise MetricInputError("every reference and prediction is empty (only 0): pass --classes to score them")
+        fixed = tuple(sorted(seen))
     rows: list[dict[str, Any]] = []
-    for name, pred_file, ref_file in _pairs(Path(pred), Path(ref)):
+    for name, pred_file, ref_file in pairs:
         p, p_sp = load_label_map(pred_file)
         r, r_sp = load_label_map(ref_file)
         if spacing is not None:
@@ -187,11 +203,13 @@ def score_paths(
                 )
         else:
             sp, unit = None, "voxel"
-        labels = fixed if fixed is not None else tuple(int(v) for v in np.unique(r) if v > 0)
-        allowed = None if fixed is not None else tuple(int(v) for v in np.union1d(np.unique(p), np.unique(r)))
-        result = segmentation_metrics(
-            p, r, labels, sp, metrics=metrics, backend=backend, case=name, allowed_labels=allowed
-        )
+        allowed = None if classes is not None else tuple(int(v) for v in np.union1d(np.unique(p), np.unique(r)))
+        try:
+            result = segmentation_metrics(
+                p, r, fixed, sp, metrics=metrics, backend=backend, case=name, allowed_labels=allowed
+            )
+        except MetricInputError as exc:  # name the files, not only the case
+            raise MetricInputError(f"{pred_file} vs {ref_file}: {exc}") from exc
         for k, values in result.items():
             rows.append({"case": name, "class": k, "spacing_unit": unit, **values})
     return rows

@@ -7,6 +7,10 @@ cell: per run the foreground mean over test cases of the metric (from ``per_case
 runs. Settings are ranked within a *group*: (dataset, labelled budget, preset, variant), so a variant never shares
 a ranking with the plain preset. A method that trains on every label (``fully-supervised``) is the group's upper
 bound: shown, not ranked. Settings with fewer than ``min_n`` runs are marked (their mean is not yet a ranking).
+
+Each seed counts once: repeated runs of one setting and seed are resolved as ``ssl-bench table`` resolves them, the
+newest finished run wins (:func:`.results.run_order`); the others are counted in ``duplicates``. Incomplete or
+unreadable runs are never read (:func:`.results.skipped_runs` lists them).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from typing import Any
 
 import pandas as pd
 
-from ssl_bench.reporting.results import find_runs, values_equal
+from ssl_bench.reporting.results import find_runs, run_order, values_equal
 from ssl_bench.reporting.tables import OVERLAP, run_value, variant_of
 
 GROUP_KEYS = ("dataset", "labeled", "preset", "method", "estimator", "alpha", "backbone", "variant")
@@ -39,11 +43,11 @@ def leaderboard(
     """One row per setting with finished runs, sorted by group (:data:`RANKING_KEYS`) then rank: ``rank`` (within
     the group; empty for an upper bound), ``dataset, labeled, preset, method, estimator, alpha,
     backbone, variant`` ("" = the plain preset, "?" = not resolvable here), ``upper_bound`` (the method trains on
-    every label), ``below_min_n`` (fewer than ``min_n`` runs), ``mean, std, n_runs, seeds,
-    train_s`` (mean over runs), ``test_eval_s, params_train, params_inference, settings`` (distinct config hashes
-    without seed: > 1 means the runs differ in an option the variant cannot see), ``run_ids, config_hashes,
-    git_shas``. Overlap metrics in %."""
-    runs = [r for r in find_runs(results_dir, status="finished")]
+    every label), ``below_min_n`` (fewer than ``min_n`` runs), ``mean, std, n_runs`` (seeds, each counted once),
+    ``duplicates`` (older repeated runs of a seed, not counted), ``seeds, train_s`` (mean over runs),
+    ``test_eval_s, params_train, params_inference, settings`` (distinct config hashes without seed: > 1 means the
+    runs differ in an option the variant cannot see), ``run_ids, config_hashes, git_shas``. Overlap metrics in %."""
+    runs = sorted(find_runs(results_dir, status="finished"), key=run_order)  # the newest run of a seed last
     rows = []
     for run in runs:
         f = run.fields
@@ -81,6 +85,7 @@ def leaderboard(
         "mean",
         "std",
         "n_runs",
+        "duplicates",
         "seeds",
         "train_s",
         "test_eval_s",
@@ -96,6 +101,8 @@ def leaderboard(
     frame = pd.DataFrame(rows)
     for key in ("estimator", "alpha", "backbone"):
         frame[key] = frame[key].astype(object).where(frame[key].notna(), "—")
+    n_all = frame.groupby(list(GROUP_KEYS), dropna=False, sort=False)["run_id"].transform("size")
+    frame = frame.assign(_all=n_all).drop_duplicates([*GROUP_KEYS, "seed"], keep="last")  # one run per seed
 
     def agg(group: pd.DataFrame) -> pd.Series:
         values = group["value"].dropna()
@@ -104,6 +111,7 @@ def leaderboard(
                 "mean": float(values.mean()) if len(values) else math.nan,
                 "std": float(values.std(ddof=1)) if len(values) > 1 else math.nan,
                 "n_runs": len(group),
+                "duplicates": int(group["_all"].iloc[0]) - len(group),
                 "seeds": " ".join(str(s) for s in sorted(group["seed"])),
                 "train_s": _mean(group["train_s"]),
                 "test_eval_s": _mean(group["test_eval_s"]),

@@ -18,12 +18,18 @@ Public functions::
     load_runs(results_dir=None, level="case")   # run x case x class x metric (or run x class x metric)
     load_run_summaries(results_dir=None)        # one row per run: settings, status, cost, foreground means
     find_runs(results_dir=None)                 # RunRecord objects (config, manifest, lazily read scores)
+    skipped_runs(results_dir=None)              # (folder, reason) of runs that cannot be read or are incomplete
+
+Only complete runs count: a run whose ``config.yaml`` or ``manifest.json`` cannot be read, or whose status is
+``finished`` but whose test scores are missing, unreadable or cut short (``per_case.csv`` rows != cases x classes
+of ``summary.json``), is never aggregated; :func:`skipped_runs` lists them so that tables can say so.
     export_records(runs, dest)                  # copy finished runs' lightweight files to results/records
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
 import os
@@ -45,6 +51,9 @@ __all__ = [
     "default_results_dirs",
     "export_records",
     "find_runs",
+    "run_order",
+    "skipped_note",
+    "skipped_runs",
     "load_metrics_log",
     "load_run_summaries",
     "load_runs",
@@ -113,6 +122,7 @@ class RunRecord:
     setting: str = ""
     _per_case: pd.DataFrame | None = field(default=None, repr=False)
     _summary: dict[str, Any] | None = field(default=None, repr=False)
+    _problem: str | None = field(default=None, repr=False)
 
     @property
     def run_id(self) -> str:
@@ -125,7 +135,47 @@ class RunRecord:
 
     @property
     def finished(self) -> bool:
-        return self.status == "finished" and (self.path / "eval" / "test" / "summary.json").exists()
+        """Status ``finished`` with complete, readable test scores (:meth:`problem` is None)."""
+        return self.status == "finished" and self.problem() is None
+
+    def problem(self) -> str | None:
+        """Why this run's test scores cannot be used (``eval/test``, and ``eval/test-last`` where present), or None."""
+        if self._problem is None:
+            self._problem = next((p for p in map(self._scores_problem, ("test", "test-last")) if p), "")
+        return self._problem or None
+
+    def _scores_problem(self, folder: str) -> str | None:
+        where = self.path / "eval" / folder
+        if folder != "test" and not where.exists():
+            return None
+        try:
+            summary = json.loads((where / "summary.json").read_text())
+            text = (where / "per_case.csv").read_text()
+        except FileNotFoundError as exc:
+            return f"eval/{folder}/{Path(str(exc.filename)).name} is missing"
+        except (OSError, ValueError) as exc:
+            return f"eval/{folder}/summary.json is unreadable ({type(exc).__name__})"
+        if not isinstance(summary, dict) or not isinstance(summary.get("classes"), dict) or "n_cases" not in summary:
+            return f"eval/{folder}/summary.json is incomplete (no n_cases/classes)"
+        if not text.endswith("\n"):
+            return f"eval/{folder}/per_case.csv is cut mid-line"
+        try:
+            pc = pd.read_csv(io.StringIO(text), dtype={"case": str})
+        except (ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+            return f"eval/{folder}/per_case.csv is unreadable ({type(exc).__name__})"
+        n_cases, n_classes = int(summary["n_cases"]), len(summary["classes"])
+        if (
+            not {"case", "class"} <= set(pc.columns)
+            or len(pc) != n_cases * n_classes
+            or pc["case"].nunique() != n_cases
+        ):
+            return (
+                f"eval/{folder}/per_case.csv has {len(pc)} rows, summary.json says {n_cases} cases x {n_classes} "
+                "classes (cut short?)"
+            )
+        if folder == "test":
+            self._summary, self._per_case = summary, pc
+        return None
 
     @property
     def flat(self) -> dict[str, Any]:
@@ -213,23 +263,61 @@ def find_runs(
         status: keep only runs with this manifest status (``"finished"`` also requires the test scores).
     """
     seen: dict[str, RunRecord] = {}
-    for root in _as_dirs(results_dir):
-        if not root.is_dir():
-            continue
-        for dirpath, dirnames, filenames in os.walk(root):
-            if "config.yaml" in filenames and "manifest.json" in filenames:
-                dirnames[:] = []  # a run folder holds no runs
-                rec = _read_run(Path(dirpath), root)
-                if rec is not None and rec.run_id not in seen:
-                    seen[rec.run_id] = rec
-                continue
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+    for path, root in _run_folders(results_dir):
+        rec = _read_run(path, root)
+        if rec is not None and rec.run_id not in seen:
+            seen[rec.run_id] = rec
     runs = sorted(seen.values(), key=lambda r: r.run_id)
     if status == "finished":
         return [r for r in runs if r.finished]
     if status is not None:
         return [r for r in runs if r.status == status]
     return runs
+
+
+def _run_folders(results_dir: str | Path | Iterable[str | Path] | None) -> Iterable[tuple[Path, Path]]:
+    """(run folder, results root) of every folder holding config.yaml and manifest.json; hidden folders skipped."""
+    for root in _as_dirs(results_dir):
+        if not root.is_dir():
+            continue
+        for dirpath, dirnames, filenames in os.walk(root):
+            if "config.yaml" in filenames and "manifest.json" in filenames:
+                dirnames[:] = []  # a run folder holds no runs
+                yield Path(dirpath), root
+                continue
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+
+
+def skipped_runs(results_dir: str | Path | Iterable[str | Path] | None = None) -> list[tuple[Path, str]]:
+    """Run folders that :func:`find_runs` ``status="finished"`` leaves out although they may hold results: an
+    unreadable ``config.yaml``/``manifest.json``, or status ``finished`` with missing, unreadable or incomplete
+    test scores. Returns ``(folder, reason)`` pairs."""
+    out = []
+    for path, root in _run_folders(results_dir):
+        rec = _read_run(path, root)
+        if rec is None:
+            out.append((path, "config.yaml or manifest.json is unreadable (empty, truncated or corrupt)"))
+        elif rec.status == "finished" and rec.problem():
+            out.append((path, str(rec.problem())))
+    return out
+
+
+def skipped_note(skipped: Sequence[tuple[Path, str]], verbose: bool = False) -> str:
+    """The one-line footnote for :func:`skipped_runs` (with ``verbose``: one more line per run); "" if none."""
+    if not skipped:
+        return ""
+    first = f"{skipped[0][0].name}: {skipped[0][1]}"
+    more = "" if len(skipped) == 1 else f"; and {len(skipped) - 1} more"
+    head = f"{len(skipped)} run(s) skipped (unreadable or incomplete): {first}{more}"
+    if not verbose:
+        return head + " (see --verbose)"
+    return "\n".join([head, *(f"  skipped {path}: {reason}" for path, reason in skipped)])
+
+
+def run_order(rec: RunRecord) -> tuple[str, str]:
+    """Sort key of repeated runs of one setting and seed: the last one in this order wins (newest finished, then
+    newest started)."""
+    return (str(rec.manifest.get("finished") or ""), rec.run_id)
 
 
 def _filter(runs: list[RunRecord], filters: dict[str, Any]) -> list[RunRecord]:

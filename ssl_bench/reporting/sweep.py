@@ -124,7 +124,9 @@ def _selector(values: dict[str, Any], preset: str) -> tuple[Selector, int]:
     backbone, estimator = values.pop("backbone", None), values.pop("estimator", None)
     lists = [k for k, v in values.items() if isinstance(v, (list, dict))]
     if lists:
-        raise ConfigError(f"sweep: {', '.join(lists)}: grid and set values must be scalars (a list value is a grid axis)")
+        raise ConfigError(
+            f"sweep: {', '.join(lists)}: grid and set values must be scalars (a list value is a grid axis)"
+        )
     extra = tuple(sorted((str(k), v) for k, v in values.items()))
     sel = Selector(
         dataset=normalize_name(dataset),

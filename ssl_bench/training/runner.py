@@ -19,7 +19,6 @@ import dataclasses
 import functools
 import os
 import platform
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -31,7 +30,6 @@ from typing import Any
 import torch
 import yaml
 
-from ssl_bench import __version__
 from ssl_bench.core.config import (
     DERIVED_PRESETS,
     PRESETS,
@@ -43,6 +41,7 @@ from ssl_bench.core.config import (
     flatten,
     load_run_config,
     to_dict,
+    yaml_error_text,
 )
 from ssl_bench.core.data import DatasetAdapter
 from ssl_bench.core.distributed import broadcast_object, is_main
@@ -54,6 +53,20 @@ from ssl_bench.core.transforms import IMAGE_RESIZE
 from ssl_bench.evaluation.evaluate import evaluate_cases, format_summary_table, summarize, volume_predictor, write_eval
 from ssl_bench.training.augment import AUGMENTATIONS
 from ssl_bench.training.loggers import check_loggers
+from ssl_bench.training.preflight import check_eval_data
+from ssl_bench.training.rundir import (
+    LOCK_NAME,
+    RunLock,
+    acquire_lock,
+    check_out_root,
+    create_run_folder,
+    disk_full_message,
+    git_state,
+    lock_record,
+    remove_orphan_temp_files,
+    versions,
+    write_lock,
+)
 from ssl_bench.training.streams import derive_seed
 from ssl_bench.training.trainer import SELECTIONS, StopRequested, Trainer, seed_everything
 
@@ -107,7 +120,7 @@ def resolve_config(
         try:
             data = yaml.safe_load(Path(config_file).read_text()) or {}
         except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError(f"cannot read --config {config_file}: {exc}") from exc
+            raise ConfigError(f"cannot read --config {config_file}: {yaml_error_text(exc)}") from exc
         if not isinstance(data, dict):
             raise ConfigError(f"--config {config_file}: expected a YAML mapping of config sections")
         layers.append(flatten(data))
@@ -235,9 +248,17 @@ def build_method(cfg: RunConfig, adapter: DatasetAdapter) -> Method:
 def pick_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError) as exc:
+        raise ConfigError(f"unknown --device {name!r}: use auto, cpu, cuda or cuda:N") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda requested but CUDA is not available (use --device cpu)")
-    return torch.device(name)
+    if dev.type == "cuda" and (dev.index or 0) >= torch.cuda.device_count():
+        raise ConfigError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) (cuda:0 ...)")
+    if dev.type not in ("cpu", "cuda"):
+        raise ConfigError(f"--device {name!r} is not supported: use auto, cpu, cuda or cuda:N")
+    return dev
 
 
 # -- run folder -----------------------------------------------------------------------------------------------
@@ -248,35 +269,6 @@ def labelled_tag(cfg: RunConfig) -> str:
         return "all"
     value = cfg.dataset.labeled
     return f"lab{int(value)}" if value > 1 else f"lab{value:g}"
-
-
-def git_state() -> dict[str, Any]:
-    src = Path(__file__).resolve().parents[2]
-    try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=src, capture_output=True, text=True, timeout=5)
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=src, capture_output=True, text=True, timeout=5)
-        if sha.returncode == 0:
-            return {"sha": sha.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return {"sha": None, "dirty": None}
-
-
-def versions() -> dict[str, str]:
-    import numpy
-
-    out = {
-        "ssl_bench": __version__,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "numpy": numpy.__version__,
-    }
-    for mod in ("segmentation_models_pytorch", "timm", "medpy", "scipy"):
-        try:
-            out[mod] = __import__(mod).__version__
-        except Exception:  # noqa: BLE001 - optional info
-            pass
-    return out
 
 
 def plan_run_dir(cfg: RunConfig, out: Path | None) -> Path:
@@ -290,19 +282,6 @@ def plan_run_dir(cfg: RunConfig, out: Path | None) -> Path:
         k += 1
         run_dir = base / f"{name}-{k}"
     return run_dir
-
-
-def claim_run_dir(run_dir: Path) -> Path:
-    """Create ``run_dir`` (a :func:`plan_run_dir` path) atomically; when another process took that name in the
-    meantime (the same setting started in the same second), the next free ``-2``, ``-3``, ... instead."""
-    candidate, k = run_dir, 1
-    while True:
-        try:
-            candidate.mkdir(parents=True)
-            return candidate
-        except FileExistsError:
-            k += 1
-            candidate = run_dir.with_name(f"{run_dir.name}-{k}")
 
 
 def copy_plugins(run_dir: Path) -> dict[str, str]:
@@ -333,18 +312,27 @@ def load_run(run_dir: Path) -> tuple[RunConfig, dict[str, Any]]:
             raise RunDirError(
                 f"{run_dir} is not a run folder (no {needed}); pass the folder printed by `ssl-bench run`"
             )
-    manifest = read_json(run_dir / "manifest.json")
+    try:
+        manifest = read_json(run_dir / "manifest.json")
+        raw = yaml.safe_load((run_dir / "config.yaml").read_text())
+    except (OSError, ValueError, yaml.YAMLError) as exc:
+        bad = "manifest.json" if not isinstance(exc, yaml.YAMLError) else "config.yaml"
+        why = yaml_error_text(exc)
+        raise RunDirError(f"{run_dir / bad} is unreadable (empty, truncated or corrupt: {why})") from exc
+    if not isinstance(manifest, dict) or not isinstance(raw, dict):
+        raise RunDirError(f"{run_dir}: manifest.json or config.yaml is not a mapping (corrupt run folder)")
     for name, digest in manifest.get("plugins", {}).items():
         path = run_dir / "plugins" / name
         if not path.exists():
             raise RunDirError(f"plugin copy {path} is missing; the run cannot be reloaded with identical code")
         if load_plugin_file(path) != digest:
             raise RunDirError(f"plugin copy {path} changed since the run started (sha256 mismatch)")
-    import yaml as _yaml
-
-    raw = _yaml.safe_load((run_dir / "config.yaml").read_text())
     method_cls = METHODS.get(raw.get("method", ""))
     cfg = load_run_config(run_dir / "config.yaml", method_cls.Config)
+    try:
+        validate_config(cfg)
+    except SSLBenchError as exc:
+        raise ConfigError(f"{run_dir / 'config.yaml'}: {exc}") from exc
     return cfg, manifest
 
 
@@ -371,31 +359,32 @@ def start_run(
     argv: list[str] | None = None,
 ) -> RunResult:
     """Create a run folder for ``cfg``, train and test. Everything that can fail on bad input is checked before
-    the folder is created (config, data root, method construction, data loading)."""
+    the folder is created (config, ``--out``, data root, method construction, training data, every val and test
+    case). The folder appears with its manifest, config and lock at once (:mod:`.rundir`)."""
     dev = pick_device(device)
+    check_out_root(out or default_out_dir())
     adapter = build_adapter(cfg)
     method = build_method(cfg, adapter)
-    trainer = Trainer(cfg, method, adapter, plan_run_dir(cfg, out), dev, progress)  # loads data: fails before
-    # any folder exists; then the folder is claimed atomically (concurrent writers), by rank 0 under torchrun
-    run_dir = trainer.run_dir = broadcast_object(claim_run_dir(trainer.run_dir) if is_main() else None)
-    try:
-        dump_yaml(cfg, run_dir / "config.yaml")
+    planned = plan_run_dir(cfg, out)
+    trainer = Trainer(cfg, method, adapter, planned, dev, progress)  # loads data: fails before any folder exists
+    check_eval_data(cfg, adapter)  # a broken val/test file fails now, not after the training
+    record = lock_record("run")
+
+    def populate(folder: Path) -> None:
+        write_lock(folder, record)
         write_manifest(
-            run_dir,
+            folder,
             status="running",
             created=_now(),
             command=argv or sys.argv,
             config_hash=config_hash(cfg),
             versions=versions(),
             git=git_state(),
-            plugins=copy_plugins(run_dir),
+            plugins=copy_plugins(folder),
             host=platform.node(),
             device=str(dev),
             parameters=method.parameter_counts(),
             resumed=[],
-        )
-        write_manifest(
-            run_dir,
             data={
                 "split": adapter.split_info(cfg.dataset.selection),
                 "labelled_patients": trainer.data.labelled_patients,
@@ -405,11 +394,13 @@ def start_run(
                 "total_steps": trainer.total_steps,
             },
         )
-    except BaseException as exc:
-        write_manifest(run_dir, status="failed", error=f"{type(exc).__name__}: {exc}")
-        raise
+        dump_yaml(cfg, folder / "config.yaml")
+
+    # an identical run may take the name this second: the folder's final name is followed; under torchrun rank 0
+    # alone creates it and tells the other ranks
+    run_dir = trainer.run_dir = broadcast_object(create_run_folder(planned, populate) if is_main() else None)
     echo(f"run folder: {run_dir}")
-    return _train_and_test(trainer, run_dir, echo)
+    return _train_and_test(trainer, run_dir, echo, RunLock(run_dir / LOCK_NAME, record))
 
 
 def resume_run(
@@ -424,31 +415,61 @@ def resume_run(
         summary = read_json(summary_path) if summary_path.exists() else None
         return RunResult(run_dir, summary, format_summary_table(summary) if summary else "")
     dev = pick_device(device)
-    adapter = build_adapter(cfg)
-    method = build_method(cfg, adapter)
-    trainer = Trainer(cfg, method, adapter, run_dir, dev, progress)
-    last = run_dir / "checkpoints" / "last.pt"
-    if last.exists():
-        trainer.load_checkpoint(last)
-        echo(f"resuming {run_dir} at step {trainer.step}/{trainer.total_steps}")
-    else:
-        echo(f"no checkpoint in {run_dir}; starting its training from step 0")
-    write_manifest(
-        run_dir, status="running", resumed=[*manifest.get("resumed", []), {"time": _now(), "step": trainer.step}]
-    )
-    return _train_and_test(trainer, run_dir, echo)
+    # refuses while another process trains this run (under torchrun: rank 0 holds it for all ranks)
+    lock = acquire_lock(run_dir, "resume") if is_main() else RunLock(run_dir / LOCK_NAME, lock_record("resume"))
+    try:
+        adapter = build_adapter(cfg)
+        method = build_method(cfg, adapter)
+        trainer = Trainer(cfg, method, adapter, run_dir, dev, progress)
+        if is_main():
+            remove_orphan_temp_files(run_dir)
+        last = run_dir / "checkpoints" / "last.pt"
+        if last.exists():
+            trainer.load_checkpoint(last)
+            echo(f"resuming {run_dir} at step {trainer.step}/{trainer.total_steps}")
+        else:
+            if is_main():
+                trainer.metrics_path.unlink(missing_ok=True)  # step 0 again: its log restarts too
+            echo(f"no checkpoint in {run_dir}; starting its training from step 0")
+        write_manifest(
+            run_dir, status="running", resumed=[*manifest.get("resumed", []), {"time": _now(), "step": trainer.step}]
+        )
+    except BaseException:
+        lock.release()
+        raise
+    return _train_and_test(trainer, run_dir, echo, lock)
 
 
-def _train_and_test(trainer: Trainer, run_dir: Path, echo: Printer) -> RunResult:
+def _mark(run_dir: Path, **updates: Any) -> None:
+    """Best-effort manifest update on the way out of a failure (the disk may be full)."""
+    try:
+        write_manifest(run_dir, **updates)
+    except OSError:
+        pass
+
+
+def _train_and_test(trainer: Trainer, run_dir: Path, echo: Printer, lock: RunLock) -> RunResult:
+    try:
+        return _train_and_test_locked(trainer, run_dir, echo)
+    except OSError as exc:
+        if not disk_full_message(exc, run_dir):
+            raise
+        _mark(run_dir, status="interrupted", error=f"{type(exc).__name__}: {exc}")
+        raise RunDirError(disk_full_message(exc, run_dir)) from exc
+    finally:
+        lock.release()
+
+
+def _train_and_test_locked(trainer: Trainer, run_dir: Path, echo: Printer) -> RunResult:
     t0 = time.time()
     try:
         trainer.fit()
     except StopRequested as exc:
-        write_manifest(run_dir, status="interrupted", error=str(exc))
+        _mark(run_dir, status="interrupted", error=str(exc))
         raise SSLBenchError(f"{exc}; continue with: ssl-bench resume {run_dir}") from exc
     except BaseException as exc:
         status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-        write_manifest(run_dir, status=status, error=f"{type(exc).__name__}: {exc}")
+        _mark(run_dir, status=status, error=f"{type(exc).__name__}: {exc}")
         if isinstance(exc, SSLBenchError):
             hint = "" if isinstance(exc, TrainingError) else f"; `ssl-bench resume {run_dir}` continues it"
             raise type(exc)(f"{exc} (run folder {run_dir}{hint})") from exc
@@ -553,21 +574,38 @@ def eval_run(
     """Re-evaluate a run's selected model (best-val or last, per its config) on ``split``.
 
     With a ``metrics_backend`` other than the run's, results go to ``eval/<split>-<backend>/`` so the run's own
-    numbers are kept.
+    numbers are kept. A run that selects on validation but has no ``best.pt`` is scored with its last model into
+    ``eval/<split>-last/`` (never over the val-selected scores), unless the run itself tested its last model.
     """
     run_dir = Path(run_dir)
-    cfg, _ = load_run(run_dir)
+    cfg, manifest = load_run(run_dir)
     folder = split
     if metrics_backend and metrics_backend != cfg.eval.metrics_backend:
         cfg.eval.metrics_backend, folder = metrics_backend, f"{split}-{metrics_backend}"
     dev = pick_device(device)
-    adapter = build_adapter(cfg)
-    method = build_method(cfg, adapter).to(dev)
     best, last = run_dir / "checkpoints" / "best.pt", run_dir / "checkpoints" / "last.pt"
     path = best if (cfg.trainer.select in ("best-val", "both") and best.exists()) else last
     if not path.exists():
         raise RunDirError(f"{run_dir} has no checkpoint to evaluate (checkpoints/last.pt missing)")
-    state = torch.load(path, map_location=dev, weights_only=False)
+    own_last = str(manifest.get("selected_checkpoint") or "").startswith("last")
+    if path == last and cfg.trainer.select != "last" and not own_last:
+        folder = f"{folder}-last"
+        echo(f"note: {run_dir} has no checkpoints/best.pt: scoring its last model into eval/{folder}/")
+    lock = acquire_lock(run_dir, "eval")
+    try:
+        return _eval_locked(cfg, run_dir, split, folder, path, dev, progress, echo)
+    finally:
+        lock.release()
+
+
+def _eval_locked(
+    cfg: RunConfig, run_dir: Path, split: str, folder: str, path: Path, dev: torch.device, progress: bool | None,
+    echo: Printer,
+) -> RunResult:  # fmt: skip
+    adapter = build_adapter(cfg)
+    method = build_method(cfg, adapter).to(dev)
+    best, last = run_dir / "checkpoints" / "best.pt", run_dir / "checkpoints" / "last.pt"
+    state = _load_state(path, dev)
     method.load_state_dict(state["model"])
     label = f"{path.stem} (step {state.get('step', state.get('position', {}).get('step'))})"
     summary, table = evaluate_split(
@@ -576,7 +614,7 @@ def eval_run(
     echo(f"{split} split ({summary['n_cases']} cases, model: {label}), Dice % per class:\n{table}")
     echo(f"results: {run_dir / 'eval' / folder}")
     if cfg.trainer.select == "both" and path == best and last.exists():  # the last model too, as the run did
-        state = torch.load(last, map_location=dev, weights_only=False)
+        state = _load_state(last, dev)
         method.load_state_dict(state["model"])
         last_label = f"last (step {state.get('step', state.get('position', {}).get('step'))})"
         _, last_table = evaluate_split(
@@ -584,6 +622,13 @@ def eval_run(
         )
         echo(f"{split} split, model: {last_label}, Dice % per class:\n{last_table}")
     return RunResult(run_dir, summary, table)
+
+
+def _load_state(path: Path, dev: torch.device) -> dict[str, Any]:
+    try:
+        return torch.load(path, map_location=dev, weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - a truncated or foreign file
+        raise RunDirError(f"cannot read checkpoint {path} (truncated or corrupt: {type(exc).__name__})") from exc
 
 
 def _now() -> str:

@@ -29,9 +29,9 @@ from ssl_bench.core.io import atomic_torch_save, atomic_write_text
 from ssl_bench.core.method import Batch, EpochData, Method, Stage, StepInfo
 from ssl_bench.core.transforms import prepare_slices
 from ssl_bench.evaluation.evaluate import evaluate_cases, mean_foreground_dice, volume_predictor
-from ssl_bench.training.loggers import RunLogs
 from ssl_bench.training.distributed import DistributedRun
 from ssl_bench.training.efficiency import Efficiency
+from ssl_bench.training.loggers import RunLogs
 from ssl_bench.training.streams import CropSource, Source, Stream, TensorSource, center_start, crop_or_pad, derive_seed
 
 CHECKPOINT_VERSION = 1
@@ -387,7 +387,12 @@ class Trainer:
                 if self.step == 0 and self.metrics_path.exists():
                     self._truncate_metrics_log()  # a restart killed before its first checkpoint: drop its lines
                 self.run_logs = RunLogs.open(
-                    self.run_dir, self.cfg.trainer.loggers, self.step, self.total_steps, config=to_dict(self.cfg), bar=bar
+                    self.run_dir,
+                    self.cfg.trainer.loggers,
+                    self.step,
+                    self.total_steps,
+                    config=to_dict(self.cfg),
+                    bar=bar,
                 )
             while self.stage_index < len(self.stages):
                 stage = self.stages[self.stage_index]

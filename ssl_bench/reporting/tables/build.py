@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ssl_bench.core.registry import normalize_name
+from ssl_bench.reporting.results import run_order
 from ssl_bench.reporting.tables.cells import (
     Cell,
     TableResult,
@@ -82,7 +83,9 @@ def build_table(
                 cell.runnable, cell.reason = expected is not None, reason
                 matched = [r for r in finished if matches(r, expected or literal_expected(sel))]
                 for seed in seeds:
-                    of_seed = sorted((r for r in matched if r.get("seed") == seed), key=lambda r: r.run_id)
+                    of_seed = sorted(
+                        (r for r in matched if r.get("seed") == seed), key=run_order
+                    )  # newest finished wins
                     if of_seed:
                         scored = scores_folder(of_seed[-1], col.checkpoint) is not None
                         (cell.runs if scored else cell.unscored).append(of_seed[-1])

@@ -55,6 +55,7 @@ from typing import Any
 
 import yaml
 
+from ssl_bench.core.config import yaml_error_text
 from ssl_bench.core.errors import ConfigError, SSLBenchError
 from ssl_bench.core.registry import TABLES, normalize_name
 
@@ -178,7 +179,7 @@ def load_spec(path: str | Path) -> TableSpec:
     try:
         data = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"table spec {path}: {exc}") from exc
+        raise ConfigError(f"table spec {path}: {yaml_error_text(exc)}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"table spec {path}: expected a mapping")
     where = f"table spec {path.name}"
