@@ -5,7 +5,7 @@ Checks, per dimensionality the method supports:
     * every loss term is finite; a semi-supervised stage returns at least one ``unsup/*`` term;
     * every ``unsup/*`` term has a non-zero gradient w.r.t. the student's parameters (catches consistency
       losses computed on detached tensors);
-    * optimiser steps and the hooks (``after_optimizer_step``, ``on_epoch_end``) run;
+    * optimiser steps and the hooks (``on_stage_start``, ``after_optimizer_step``, ``on_epoch_end``) run;
     * ``predict`` returns ``[B, K, *spatial]`` finite logits;
     * a state-dict round trip into a fresh instance leaves predictions unchanged;
     * ``parameter_counts`` reports train >= 1 and 1 <= inference.
@@ -159,6 +159,8 @@ def _check_dims(method_cls: type[Method], d: int, bb_name: str, estimator: str |
             )
             method.train()
             try:
+                if k == 0:
+                    method.on_stage_start(stage, info)  # as the trainer, before a stage's first step
                 losses = method.training_step(batch_l, batch_u if use_u else None, info)
             except Exception as exc:  # noqa: BLE001
                 record(f"training_step[{stage.name}]", False, f"{type(exc).__name__}: {exc}")
@@ -186,7 +188,7 @@ def _check_dims(method_cls: type[Method], d: int, bb_name: str, estimator: str |
             step += 1
             k += 1
         method.on_epoch_end(step // 2, stage, EpochData(unlabelled_iter, n, torch.device("cpu"), y_u))
-    record("hooks", True, "after_optimizer_step, on_epoch_end ran")
+    record("hooks", True, "on_stage_start, after_optimizer_step, on_epoch_end ran")
 
     method.eval()
     with torch.no_grad():
