@@ -32,8 +32,8 @@ Deviations:
 
 * the pyramid has one level per decoder level of the backbone (4 with the SSL4MIS U-Net and ``unet2d`` depth 4);
   the perturbations are assigned from the shallow end (``perturbations`` lists the auxiliary levels deepest
-  first, at most one per level — a longer list is an error —, extra deeper levels get ``"none"``; by default
-  SSL4MIS's three, of which a shallower backbone keeps the shallowest);
+  first, at most one per level — a longer list is an error, except SSL4MIS's three (the default), of which a
+  shallower backbone keeps the shallowest —, extra deeper levels get ``"none"``);
 * the reference's unused ``out_conv_dp4`` head on the bottleneck is not built (9,220 parameters that never train);
 * perturbations use torch's RNG (the trainer seeds it per step) instead of numpy's for FeatureDropout's threshold;
 * the 3D reference network (``unet_3D_dv_semi``) differs: channel dropout 0.5/0.3/0.2/0.1 *inside* the decoder
@@ -106,9 +106,9 @@ class URPCConfig(ConsistencyConfig):
     #: maximum weight of the rectified consistency (SSL4MIS: 0.1)
     weight: float = 0.1
     #: perturbation of each auxiliary level's feature in training, deepest level first, aligned at the shallow end
-    #: ("none", "dropout", "feature-dropout", "feature-noise"); at most one per auxiliary level. None: SSL4MIS 2D's
-    #: (dropout, feature-dropout, feature-noise) at strides 8, 4, 2, its deepest entries dropped on a shallower net
-    perturbations: tuple[str, ...] | None = None
+    #: ("none", "dropout", "feature-dropout", "feature-noise"); at most one per auxiliary level, except the default
+    #: (SSL4MIS 2D's, at strides 8, 4, 2), whose deepest entries a shallower net drops
+    perturbations: tuple[str, ...] = SSL4MIS_PERTURBATIONS
     #: probability of the element-wise "dropout" perturbation (SSL4MIS: 0.5)
     dropout_p: float = 0.5
     #: range of FeatureDropout's threshold factor (SSL4MIS: U(0.7, 0.9))
@@ -147,7 +147,7 @@ class URPC(ConsistencyMethod):
     def __init__(self, cfg: Any, ctx: MethodContext) -> None:
         super().__init__(cfg, ctx)
         c = self.cfg
-        bad = [p for p in c.perturbations or () if p not in PERTURBATIONS]
+        bad = [p for p in c.perturbations if p not in PERTURBATIONS]
         if bad:
             raise ValueError(f"params.perturbations: unknown {bad}; use {PERTURBATIONS}")
         if not 0 <= c.dropout_p < 1:
@@ -173,7 +173,7 @@ class URPC(ConsistencyMethod):
             conv_nd(dims)(ch, self.spec.num_classes, k, padding=k // 2) for ch in channels[:-1]
         )
         n_aux = len(channels) - 1
-        if c.perturbations is None:
+        if tuple(c.perturbations) == SSL4MIS_PERTURBATIONS:
             listed = list(SSL4MIS_PERTURBATIONS)[-n_aux:] if n_aux else []
         elif len(c.perturbations) > n_aux:
             raise ValueError(

@@ -118,7 +118,7 @@ def load_model(run_dir: Path, which: str, device: str, batch_size: int | None) -
     from ssl_bench.evaluation.evaluate import volume_predictor, volume_probabilities
     from ssl_bench.training.runner import build_method, load_run, pick_device
 
-    cfg, _ = load_run(run_dir)
+    cfg, _ = load_run(run_dir, training=False)
     path = Path(run_dir) / "checkpoints" / f"{which}.pt"
     if not path.is_file():
         hint = (

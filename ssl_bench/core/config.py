@@ -107,9 +107,10 @@ class TrainerConfig:
     amp: bool = True
     #: "auto" (bf16 where the GPU supports it, else fp16 with a GradScaler), "bf16" or "fp16"
     amp_dtype: str = "auto"
-    #: CUDA: channels-last layout of 2D batches and weights, cuDNN autotuning, pinned host batches
+    #: CUDA: channels-last layout of 2D batches and weights, pinned host batches
     channels_last: bool = True
-    cudnn_benchmark: bool = True
+    #: CUDA: cuDNN autotuning (faster; its algorithm choice is not deterministic, so off by default: exact resume)
+    cudnn_benchmark: bool = False
     pin_memory: bool = True
     #: stop with an error at the first non-finite loss
     stop_on_nan: bool = True

@@ -339,7 +339,7 @@ def _load_model(rec: RunRecord, device: str = "cpu", checkpoint: str = "auto") -
 
     from ssl_bench.training.runner import build_adapter, build_method, load_run
 
-    cfg, _ = load_run(rec.path)
+    cfg, _ = load_run(rec.path, training=False)
     best, last = rec.path / "checkpoints" / "best.pt", rec.path / "checkpoints" / "last.pt"
     if checkpoint == "auto":
         path = best if (cfg.trainer.select == "best-val" and best.exists()) else last

@@ -143,7 +143,8 @@ def _rank(out: pd.DataFrame, metric: str, min_n: int) -> pd.DataFrame:
         below_min_n=out["n_runs"] < min_n,
     )
     ranked = out[~out["upper_bound"]]
-    out["rank"] = ranked.groupby(list(RANKING_KEYS))["mean"].rank(method="min", ascending=ascending).astype("Int64")
+    by_group = ranked.groupby(list(RANKING_KEYS), dropna=False)["mean"]  # a missing key is a group of its own
+    out["rank"] = by_group.rank(method="min", ascending=ascending).astype("Int64")
     out["rank"] = out["rank"].astype("Int64")
     order = out.assign(_ub=~out["upper_bound"], _key=out["mean"] if ascending else -out["mean"])
     order = order.sort_values([*RANKING_KEYS, "_ub", "_key", "method"], na_position="last", kind="stable")
@@ -221,8 +222,8 @@ def render_leaderboard(frame: pd.DataFrame, fmt: str = "md", *, metric: str = "d
 
 def _groups(frame: pd.DataFrame) -> list[tuple[tuple[Any, ...], pd.DataFrame]]:
     """The ranking groups in the frame's order (the frame is sorted by group)."""
-    keys = list(dict.fromkeys(zip(*(frame[k] for k in RANKING_KEYS))))
-    return [(key, frame[[tuple(r) == key for r in zip(*(frame[k] for k in RANKING_KEYS))]]) for key in keys]
+    grouped = frame.groupby(list(RANKING_KEYS), dropna=False, sort=False)  # NaN keys kept (NaN != NaN in tuples)
+    return [(key if isinstance(key, tuple) else (key,), part) for key, part in grouped]
 
 
 def _budget(labeled: Any) -> str:

@@ -44,7 +44,7 @@ def create_run_folder(run_dir: Path, populate: Callable[[Path], None]) -> Path:
     base = run_dir.parent
     base.mkdir(parents=True, exist_ok=True)
     _remove_dead_staging(base)
-    staging = base / f".{run_dir.name}.{os.getpid()}-{secrets.token_hex(4)}.staging"
+    staging = base / f".{run_dir.name}.{os.getpid()}-{_host_tag()}-{secrets.token_hex(4)}.staging"
     staging.mkdir()
     try:
         populate(staging)
@@ -122,14 +122,21 @@ def versions() -> dict[str, str]:
     return out
 
 
+def _host_tag() -> str:
+    """This machine's name, reduced to characters safe in a file name (staging folders are per host)."""
+    return "".join(c if c.isalnum() else "_" for c in platform.node()) or "host"
+
+
 def _remove_dead_staging(base: Path) -> None:
-    """Delete staging folders in ``base`` left by processes killed while creating their run folder."""
+    """Delete staging folders in ``base`` left by processes of this host killed while creating their run folder
+    (a PID says nothing about another node's processes on a shared results tree: those are left alone)."""
     for path in base.glob(".*.staging"):
         try:
-            pid = int(path.name.rsplit(".", 2)[-2].split("-")[0])
+            pid_s, host, _ = path.name.rsplit(".", 2)[-2].split("-", 2)
+            pid = int(pid_s)
         except (ValueError, IndexError):
             continue
-        if pid != os.getpid() and not _alive({"pid": pid}):
+        if host == _host_tag() and pid != os.getpid() and not _alive({"pid": pid}):
             shutil.rmtree(path, ignore_errors=True)
 
 

@@ -158,8 +158,9 @@ def method_preset(presets: dict[str, dict[str, Any]], preset: str) -> dict[str, 
     return {k: v for k, v in parent.items() if k not in RUN_LENGTH_KEYS}
 
 
-def validate_config(cfg: RunConfig) -> None:
-    """Checks that need the registries (names, dimensionality) or cross-field knowledge."""
+def validate_config(cfg: RunConfig, *, training: bool = True) -> None:
+    """Checks that need the registries (names, dimensionality) or cross-field knowledge. ``training=False`` (a run
+    reloaded to evaluate or predict) skips what only training needs (the loggers' packages)."""
     method_cls = METHODS.get(cfg.method)
     spec = DATASETS.get(cfg.dataset.name).spec
     entry = BACKBONES.entry(cfg.model.backbone)
@@ -193,7 +194,8 @@ def validate_config(cfg: RunConfig) -> None:
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
-    check_loggers(cfg.trainer.loggers)
+    if training:
+        check_loggers(cfg.trainer.loggers)
     try:
         method_cls.check_config(cfg, spec.dims)
     except ValueError as exc:
@@ -302,7 +304,7 @@ def write_manifest(run_dir: Path, **updates: Any) -> dict[str, Any]:
     return manifest
 
 
-def load_run(run_dir: Path) -> tuple[RunConfig, dict[str, Any]]:
+def load_run(run_dir: Path, *, training: bool = True) -> tuple[RunConfig, dict[str, Any]]:
     """Reload a run folder's plugins, config and manifest (for ``resume`` and ``eval``)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -312,11 +314,12 @@ def load_run(run_dir: Path) -> tuple[RunConfig, dict[str, Any]]:
             raise RunDirError(
                 f"{run_dir} is not a run folder (no {needed}); pass the folder printed by `ssl-bench run`"
             )
+    bad = "manifest.json"
     try:
         manifest = read_json(run_dir / "manifest.json")
+        bad = "config.yaml"
         raw = yaml.safe_load((run_dir / "config.yaml").read_text())
     except (OSError, ValueError, yaml.YAMLError) as exc:
-        bad = "manifest.json" if not isinstance(exc, yaml.YAMLError) else "config.yaml"
         why = yaml_error_text(exc)
         raise RunDirError(f"{run_dir / bad} is unreadable (empty, truncated or corrupt: {why})") from exc
     if not isinstance(manifest, dict) or not isinstance(raw, dict):
@@ -330,7 +333,7 @@ def load_run(run_dir: Path) -> tuple[RunConfig, dict[str, Any]]:
     method_cls = METHODS.get(raw.get("method", ""))
     cfg = load_run_config(run_dir / "config.yaml", method_cls.Config)
     try:
-        validate_config(cfg)
+        validate_config(cfg, training=training)
     except SSLBenchError as exc:
         raise ConfigError(f"{run_dir / 'config.yaml'}: {exc}") from exc
     return cfg, manifest
@@ -578,7 +581,7 @@ def eval_run(
     ``eval/<split>-last/`` (never over the val-selected scores), unless the run itself tested its last model.
     """
     run_dir = Path(run_dir)
-    cfg, manifest = load_run(run_dir)
+    cfg, manifest = load_run(run_dir, training=False)
     folder = split
     if metrics_backend and metrics_backend != cfg.eval.metrics_backend:
         cfg.eval.metrics_backend, folder = metrics_backend, f"{split}-{metrics_backend}"

@@ -122,7 +122,7 @@ class StopRequested(Exception):
 
 
 class Trainer:
-    """Runs a method's stages on a dataset, writing into ``run_dir`` (see :mod:`ssl_bench.rundir`)."""
+    """Runs a method's stages on a dataset, writing into ``run_dir`` (see :mod:`ssl_bench.training.rundir`)."""
 
     def __init__(
         self,
@@ -379,7 +379,7 @@ class Trainer:
             initial=self.step,
             desc=f"{self.cfg.method}",
             unit="step",
-            disable=not self.progress if self.progress is not None else None,
+            disable=True if self.dist.rank else (not self.progress if self.progress is not None else None),
             dynamic_ncols=True,
         )
         try:
