@@ -67,7 +67,17 @@ def two_process_results(tmp_path_factory):
     out = tmp_path_factory.mktemp("ddp")
     cache = os.environ.get("SSL_BENCH_CACHE") or str(tmp_path_factory.getbasetemp() / "cache")
     _train("unet", out, "single")  # 1 process, global batch 4 (also generates the phantom cache)
-    mp.spawn(_worker, args=(2, _free_port(), str(out), cache), nprocs=2, join=True)
+    # the spawned children unpickle _worker as tests.test_distributed: the repository root must be on their path
+    # (plain `pytest`, unlike `python -m pytest`, does not put the working directory there)
+    root = str(Path(__file__).resolve().parents[1])
+    added = root not in sys.path
+    if added:
+        sys.path.insert(0, root)
+    try:
+        mp.spawn(_worker, args=(2, _free_port(), str(out), cache), nprocs=2, join=True)
+    finally:
+        if added:
+            sys.path.remove(root)
     return out
 
 
