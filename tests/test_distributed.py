@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -115,6 +116,51 @@ def test_ema_teachers_are_identical_on_every_rank(two_process_results):
     teacher = [k for k in r0 if "teacher" in k or "ema" in k]
     assert teacher, list(r0)[:5]
     assert all(torch.equal(r0[k], r1[k]) for k in r0)
+
+
+def _on_main_worker(rank: int, port: int, out: str) -> None:
+    """Rank 0 creates a value, then fails; every rank writes what it saw."""
+    os.environ.update({"RANK": str(rank), "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+    import torch.distributed as dist
+
+    from ssl_bench.core.distributed import on_main
+    from ssl_bench.core.errors import RunDirError
+
+    dist.init_process_group("gloo")
+    seen = {"value": on_main(lambda: f"made by rank {dist.get_rank()}")}
+
+    def refuse() -> None:
+        raise RunDirError("run is in use by PID 1")
+
+    try:
+        on_main(refuse)
+    except RunDirError as exc:
+        seen["error"] = str(exc)
+    Path(out, f"r{rank}.json").write_text(json.dumps(seen))
+    dist.destroy_process_group()
+
+
+def test_a_rank_0_failure_stops_every_rank_with_its_message(tmp_path):
+    """A lock refused or a folder not created on rank 0 raises on every rank (no rank waits in a collective)."""
+    import torch.multiprocessing as mp
+
+    root = str(Path(__file__).resolve().parents[1])
+    added = root not in sys.path
+    if added:
+        sys.path.insert(0, root)
+    try:
+        ctx = mp.spawn(_on_main_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=False)
+        deadline = time.monotonic() + 120
+        while not ctx.join(timeout=1):
+            if time.monotonic() > deadline:  # a rank waiting for rank 0 forever: the failure this test guards
+                for process in ctx.processes:
+                    process.kill()
+                pytest.fail("a rank still waits 120 s after rank 0 failed")
+    finally:
+        if added:
+            sys.path.remove(root)
+    seen = [json.loads((tmp_path / f"r{r}.json").read_text()) for r in (0, 1)]
+    assert seen[0] == seen[1] == {"value": "made by rank 0", "error": "run is in use by PID 1"}
 
 
 def test_global_batchnorm_equals_batchnorm_in_one_process():

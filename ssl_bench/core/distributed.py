@@ -7,7 +7,8 @@ shards) is :mod:`ssl_bench.training.distributed`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import pickle
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -40,14 +41,35 @@ def barrier() -> None:
         dist.barrier()
 
 
-def broadcast_object(obj: T) -> T:
-    """Rank 0's ``obj`` on every rank (e.g. the run folder, whose name holds a timestamp)."""
+def on_main(fn: Callable[[], T]) -> T:
+    """``fn()`` run on rank 0 alone (a file it creates, a lock it takes), its result on every rank.
+
+    If ``fn`` raises on rank 0, every rank raises: rank 0 its own exception, the others the same one (or a
+    ``RuntimeError`` with its message where it cannot be pickled), so no rank is left waiting in a collective
+    for a rank that has stopped.
+    """
     dist = _dist()
     if not dist or world_size() == 1:
-        return obj
-    box = [obj]
+        return fn()
+    box: list[Any] = [None]
+    error: BaseException | None = None
+    if is_main():
+        try:
+            box = [(True, fn())]
+        except Exception as exc:  # noqa: BLE001 - re-raised below, on every rank
+            error = exc
+            try:
+                pickle.dumps(exc)
+                box = [(False, exc)]
+            except Exception:  # noqa: BLE001 - an exception that does not pickle still reaches the others
+                box = [(False, RuntimeError(f"rank 0: {type(exc).__name__}: {exc}"))]
     dist.broadcast_object_list(box, src=0)
-    return box[0]
+    ok, value = box[0]
+    if error is not None:
+        raise error
+    if not ok:
+        raise value
+    return value
 
 
 def shard(items: Sequence[T]) -> list[T]:

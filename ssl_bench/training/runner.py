@@ -44,7 +44,7 @@ from ssl_bench.core.config import (
     yaml_error_text,
 )
 from ssl_bench.core.data import DatasetAdapter
-from ssl_bench.core.distributed import broadcast_object, is_main
+from ssl_bench.core.distributed import is_main, on_main
 from ssl_bench.core.errors import ConfigError, DataError, RunDirError, SSLBenchError, TrainingError
 from ssl_bench.core.io import atomic_write, atomic_write_json, read_json
 from ssl_bench.core.method import Method, MethodContext
@@ -274,16 +274,11 @@ def labelled_tag(cfg: RunConfig) -> str:
 
 
 def plan_run_dir(cfg: RunConfig, out: Path | None) -> Path:
-    """A new, not yet existing run folder path for ``cfg``."""
+    """The run folder path for ``cfg``: ``<out>/<dataset>/<method>/<budget>/seed<k>/<UTC stamp>-<config hash>``
+    (``create_run_folder`` appends ``-2``, ``-3``, ... if the name is taken when it is created)."""
     base = (out or default_out_dir()) / cfg.dataset.name / cfg.method / labelled_tag(cfg) / f"seed{cfg.seed}"
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    name = f"{stamp}-{config_hash(cfg)}"
-    run_dir = base / name
-    k = 1
-    while run_dir.exists():
-        k += 1
-        run_dir = base / f"{name}-{k}"
-    return run_dir
+    return base / f"{stamp}-{config_hash(cfg)}"
 
 
 def copy_plugins(run_dir: Path) -> dict[str, str]:
@@ -401,7 +396,7 @@ def start_run(
 
     # an identical run may take the name this second: the folder's final name is followed; under torchrun rank 0
     # alone creates it and tells the other ranks
-    run_dir = trainer.run_dir = broadcast_object(create_run_folder(planned, populate) if is_main() else None)
+    run_dir = trainer.run_dir = on_main(lambda: create_run_folder(planned, populate))
     echo(f"run folder: {run_dir}")
     return _train_and_test(trainer, run_dir, echo, RunLock(run_dir / LOCK_NAME, record))
 
@@ -419,7 +414,8 @@ def resume_run(
         return RunResult(run_dir, summary, format_summary_table(summary) if summary else "")
     dev = pick_device(device)
     # refuses while another process trains this run (under torchrun: rank 0 holds it for all ranks)
-    lock = acquire_lock(run_dir, "resume") if is_main() else RunLock(run_dir / LOCK_NAME, lock_record("resume"))
+    held = on_main(lambda: acquire_lock(run_dir, "resume"))  # a refusal stops every rank, not rank 0 alone
+    lock = held if is_main() else RunLock(run_dir / LOCK_NAME, lock_record("resume"))  # the others release nothing
     try:
         adapter = build_adapter(cfg)
         method = build_method(cfg, adapter)
@@ -430,9 +426,7 @@ def resume_run(
         if last.exists():
             trainer.load_checkpoint(last)
             echo(f"resuming {run_dir} at step {trainer.step}/{trainer.total_steps}")
-        else:
-            if is_main():
-                trainer.metrics_path.unlink(missing_ok=True)  # step 0 again: its log restarts too
+        else:  # Trainer.fit restarts the log of a run that begins at step 0
             echo(f"no checkpoint in {run_dir}; starting its training from step 0")
         write_manifest(
             run_dir, status="running", resumed=[*manifest.get("resumed", []), {"time": _now(), "step": trainer.step}]
