@@ -66,9 +66,11 @@ from ssl_bench.core.uncertainty import UncertaintyEstimator, UncertaintyMap
 from ssl_bench.training.consistency import (
     AVERAGES,
     BN_MODES,
+    average_passes,
     has_dropout,
     mean_probs,
     predictive_entropy,
+    repeat_batch,
     stochastic_mode,
 )
 from ssl_bench.training.ramps import sigmoid_rampup
@@ -259,21 +261,15 @@ def decoder_mean_probs(
 ) -> torch.Tensor:
     """:func:`mean_probs` with dropout for a net whose encoder is deterministic: encoder features once, then
     ``passes`` decoder passes (``per_forward`` at a time, features repeated along the batch). ``[B, K, *S]``."""
-    total: torch.Tensor | None = None
     with torch.no_grad(), stochastic_mode(net, dropout=True, bn=bn):
         feats = net.encode(x)
-        done = 0
-        while done < passes:
-            g = min(max(1, per_forward), passes - done)
-            rep = [f.repeat(g, *([1] * (f.ndim - 1))) for f in feats]
-            out = net.decode(rep).float()
-            out = out.softmax(1) if average == "probs" else out
-            s = out.reshape(g, x.shape[0], *out.shape[1:]).sum(0)
-            total = s if total is None else total + s
-            done += g
-    assert total is not None
-    mean = total / passes
-    return mean if average == "probs" else mean.softmax(1)
+        return average_passes(
+            lambda g: net.decode([repeat_batch(f, g) for f in feats]),
+            passes,
+            x.shape[0],
+            per_forward=per_forward,
+            average=average,
+        )
 
 
 @ESTIMATORS.register("mc-dropout")

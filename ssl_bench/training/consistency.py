@@ -151,6 +151,38 @@ def stochastic_mode(net: nn.Module, *, dropout: bool | None, bn: str = "keep") -
             m.track_running_stats = track
 
 
+def repeat_batch(x: torch.Tensor, times: int) -> torch.Tensor:
+    """``[B, ...]`` -> ``[times * B, ...]``: ``times`` copies of the batch, one after the other."""
+    return x.repeat(times, *([1] * (x.ndim - 1)))
+
+
+def average_passes(
+    run_group: Callable[[int], torch.Tensor], passes: int, batch: int, *, per_forward: int = 4, average: str = "probs"
+) -> torch.Tensor:
+    """Mean prediction ``[B, K, *S]`` (probabilities) of ``passes`` stochastic passes, ``per_forward`` at a time:
+    ``run_group(g)`` returns the logits ``[g * B, K, *S]`` of ``g`` passes stacked along the batch.
+
+    ``average``: ``"probs"`` = mean of the passes' softmax (the predictive mean); ``"logits"`` = softmax of the mean
+    logits (CoraNet's released MC-dropout/TTA baselines).
+    """
+    if passes < 1:
+        raise ValueError(f"need at least one pass, got {passes}")
+    if average not in AVERAGES:
+        raise ValueError(f"average must be one of {AVERAGES}, got {average!r}")
+    total: torch.Tensor | None = None
+    done = 0
+    while done < passes:
+        g = min(max(1, per_forward), passes - done)
+        out = run_group(g).float()
+        out = out.softmax(1) if average == "probs" else out
+        s = out.reshape(g, batch, *out.shape[1:]).sum(0)
+        total = s if total is None else total + s
+        done += g
+    assert total is not None
+    mean = total / passes
+    return mean if average == "probs" else mean.softmax(1)
+
+
 def mean_probs(
     net: nn.Module,
     x: torch.Tensor,
@@ -163,31 +195,16 @@ def mean_probs(
     per_forward: int = 4,
     average: str = "probs",
 ) -> torch.Tensor:
-    """Mean prediction ``[B, K, *S]`` (probabilities) of ``passes`` stochastic passes of ``net`` (fresh input noise
-    and dropout masks each), run ``per_forward`` passes at a time as one batch (UA-MT runs 2).
-
-    ``average``: ``"probs"`` = mean of the passes' softmax (the predictive mean); ``"logits"`` = softmax of the mean
-    logits (CoraNet's released MC-dropout/TTA baselines). No gradients; see :func:`stochastic_mode` for ``dropout``
-    and ``bn``.
-    """
-    if passes < 1:
-        raise ValueError(f"need at least one pass, got {passes}")
-    if average not in AVERAGES:
-        raise ValueError(f"average must be one of {AVERAGES}, got {average!r}")
-    total: torch.Tensor | None = None
+    """:func:`average_passes` of ``net`` on ``x`` ``[B, C, *S]`` with fresh input noise and dropout masks per pass
+    (UA-MT runs 2 passes per forward). No gradients; see :func:`stochastic_mode` for ``dropout`` and ``bn``."""
     with torch.no_grad(), stochastic_mode(net, dropout=dropout, bn=bn):
-        done = 0
-        while done < passes:
-            g = min(max(1, per_forward), passes - done)
-            xr = x.repeat(g, *([1] * (x.ndim - 1)))
-            out = net(add_noise(xr, noise_std, noise_clip)).float()
-            out = out.softmax(1) if average == "probs" else out
-            s = out.reshape(g, x.shape[0], *out.shape[1:]).sum(0)
-            total = s if total is None else total + s
-            done += g
-    assert total is not None
-    mean = total / passes
-    return mean if average == "probs" else mean.softmax(1)
+        return average_passes(
+            lambda g: net(add_noise(repeat_batch(x, g), noise_std, noise_clip)),
+            passes,
+            x.shape[0],
+            per_forward=per_forward,
+            average=average,
+        )
 
 
 # -- base of the consistency methods -------------------------------------------------------------------------------
