@@ -536,17 +536,28 @@ def pseudo_label_quality(pred: Any, ref: Any, region: Any = None, *, cls: int | 
         g = g.astype(bool, copy=False)
         pm = pm & g
         rm = rm & g
-    tp = float(np.count_nonzero(pm & rm))
-    fp = float(np.count_nonzero(pm & ~rm))
-    fn = float(np.count_nonzero(~pm & rm))
+    return confusion_ratios(*confusion_counts(pm, rm))
 
-    def _ratio(num: float, den: float) -> float:
+
+def confusion_counts(pred_mask: np.ndarray, ref_mask: np.ndarray) -> tuple[float, float, float]:
+    """``(tp, fp, fn)`` of two bool masks of one shape."""
+    return (
+        float(np.count_nonzero(pred_mask & ref_mask)),
+        float(np.count_nonzero(pred_mask & ~ref_mask)),
+        float(np.count_nonzero(~pred_mask & ref_mask)),
+    )
+
+
+def confusion_ratios(tp: float, fp: float, fn: float) -> dict[str, float]:
+    """``{"ppv", "tpr", "csi", "tp", "fp", "fn"}`` from the counts; a ratio with denominator 0 is NaN."""
+
+    def ratio(num: float, den: float) -> float:
         return num / den if den > 0 else _NAN
 
     return {
-        "ppv": _ratio(tp, tp + fp),
-        "tpr": _ratio(tp, tp + fn),
-        "csi": _ratio(tp, tp + fp + fn),
+        "ppv": ratio(tp, tp + fp),
+        "tpr": ratio(tp, tp + fn),
+        "csi": ratio(tp, tp + fp + fn),
         "tp": tp,
         "fp": fp,
         "fn": fn,

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ssl_bench.evaluation.metrics import confusion_counts, confusion_ratios
 from ssl_bench.evaluation.uncertainty_metrics import ECE_BINS, Calibration, ScoreHistogram, calibration, ece
 
 _NAN = float("nan")
@@ -69,11 +70,7 @@ class EstimatorStats:
             pk, gk = pred == k, gt == k
             for region, mask in (("certain", cert), ("all", None)):
                 p, r = (pk, gk) if mask is None else (pk & mask, gk & mask)
-                self.confusion[(k, region)] += [
-                    np.count_nonzero(p & r),
-                    np.count_nonzero(p & ~r),
-                    np.count_nonzero(~p & r),
-                ]
+                self.confusion[(k, region)] += confusion_counts(p, r)
 
     def summary(self) -> dict[str, Any]:
         """``{group: {auroc, auprc, aurc, aurc_optimal, e_aurc, error_rate, pixels, ece, certain_fraction}}`` and
@@ -87,15 +84,7 @@ class EstimatorStats:
         for k in range(1, self.num_classes):
             out[f"class_{k}"] = {}
             for region in ("certain", "all"):
-                tp, fp, fn = (float(v) for v in self.confusion[(k, region)])
-                out[f"class_{k}"][region] = {
-                    "ppv": _ratio(tp, tp + fp),
-                    "tpr": _ratio(tp, tp + fn),
-                    "csi": _ratio(tp, tp + fp + fn),
-                    "tp": tp,
-                    "fp": fp,
-                    "fn": fn,
-                }
+                out[f"class_{k}"][region] = confusion_ratios(*(float(v) for v in self.confusion[(k, region)]))
         out["score_is_mask"] = self.mask_is_score
         return out
 
