@@ -35,9 +35,21 @@ run folder. Needs submitit: pip install "ssl-bench[slurm]".
 """
 
 
-def add_executor_args(p: argparse.ArgumentParser) -> None:
-    """--executor and the SLURM resource options (sweep and table --run-missing)."""
+def add_executor_args(p: argparse.ArgumentParser, *, jobs_help: str) -> None:
+    """How the runs are launched (sweep and table --run-missing): local workers, threads, device, staleness,
+    --executor and the SLURM resource options."""
     g = p.add_argument_group("executor")
+    g.add_argument("--jobs", type=int, default=None, help=jobs_help)
+    g.add_argument("--threads", type=int, default=None, help="local: torch threads per run (default: cores / jobs)")
+    g.add_argument("--device", default=None, help="--device passed to the runs (default: theirs, auto)")
+    g.add_argument(
+        "--stale-after",
+        type=float,
+        default=600.0,
+        metavar="SECONDS",
+        help="a run with status 'running' whose files are older than this is resumed; a fresher one is assumed "
+        "to be still running and left alone (default 600)",
+    )
     g.add_argument(
         "--executor",
         choices=["local", "slurm"],
@@ -130,18 +142,8 @@ def add_parser(sub: argparse._SubParsersAction, plugin: argparse.ArgumentParser)
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", help="fixed override")
     p.add_argument("--preset", default=None, help="preset of every run (default: the spec's, else cpu)")
     p.add_argument("--out", type=Path, default=None, help="results root (default: the spec's, else results/runs)")
-    p.add_argument("--jobs", type=int, default=None, help="local: parallel runs (default: the spec's, else 1)")
-    p.add_argument("--threads", type=int, default=None, help="local: torch threads per run (default: cores / jobs)")
-    p.add_argument("--device", default=None, help="--device passed to the runs (default: theirs, auto)")
-    p.add_argument(
-        "--stale-after",
-        type=float,
-        default=600.0,
-        metavar="SECONDS",
-        help="a 'running' run whose files are older than this is resumed; a fresher one is left alone (default 600)",
-    )
     p.add_argument("--dry-run", action="store_true", help="print the plan (and, for slurm, the sbatch file) only")
-    add_executor_args(p)
+    add_executor_args(p, jobs_help="local: parallel runs (default: the spec's, else 1)")
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:

@@ -170,21 +170,10 @@ def add_parsers(sub: argparse._SubParsersAction, plugin: argparse.ArgumentParser
     p.add_argument("--no-write", action="store_true", help="print only; write no files")
     p.add_argument("--missing", action="store_true", help="print the commands that would fill the empty cells")
     p.add_argument("--run-missing", action="store_true", help="run those commands, then render the table")
-    p.add_argument("--jobs", type=int, default=1, help="parallel runs for --run-missing (threads split)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads per run (default: cores / jobs)")
-    p.add_argument("--device", default=None, help="--device passed to the runs (default: theirs, auto)")
     p.add_argument("--out", type=Path, default=None, help="results root new runs go to (default: first --results)")
-    p.add_argument(
-        "--stale-after",
-        type=float,
-        default=600.0,
-        metavar="SECONDS",
-        help="a run with status 'running' whose files are older than this is resumed; a fresher one is assumed "
-        "to be still running and left alone (default 600)",
-    )
     from ssl_bench.cli.sweep import add_executor_args
 
-    add_executor_args(p)  # --executor slurm and its resources (as ssl-bench sweep)
+    add_executor_args(p, jobs_help="parallel local runs for --run-missing (threads split; default 1)")  # as sweep
     p.add_argument(
         "--export-records",
         nargs="?",
@@ -285,7 +274,7 @@ def cmd_table(args: argparse.Namespace) -> int:
         done = tables.run_missing(
             plan,
             out,
-            jobs=args.jobs,
+            jobs=args.jobs or 1,
             threads=args.threads,
             plugins=args.plugin,
             device=args.device,
