@@ -513,14 +513,23 @@ def yaml_error_text(exc: Exception) -> str:
     return f"{getattr(exc, 'problem', None) or ' '.join(str(exc).split())}{where}"
 
 
-def load_run_config(path: Path, params_cls: type | None) -> RunConfig:
-    """Read a run's ``config.yaml`` back into a :class:`RunConfig` (strictly typed)."""
+def read_yaml_mapping(path: str | Path, what: str, *, empty_ok: bool = True) -> dict[str, Any]:
+    """The mapping in the YAML file ``path``; :class:`ConfigError` naming ``what`` (e.g. "sweep spec") and the file
+    if it cannot be read, does not parse (line/column given) or holds something other than a mapping."""
     try:
         data = yaml.safe_load(Path(path).read_text())
     except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read config {path}: {yaml_error_text(exc)}") from exc
+        raise ConfigError(f"cannot read {what} {path}: {yaml_error_text(exc)}") from exc
+    if data is None and empty_ok:
+        return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"config {path} is not a mapping")
+        raise ConfigError(f"{what} {path}: expected a YAML mapping, got {type(data).__name__}")
+    return data
+
+
+def load_run_config(path: Path, params_cls: type | None) -> RunConfig:
+    """Read a run's ``config.yaml`` back into a :class:`RunConfig` (strictly typed)."""
+    data = read_yaml_mapping(path, "config", empty_ok=False)
     params = data.pop("params", None)
     try:
         cfg = from_dict(RunConfig, data)

@@ -20,8 +20,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from ssl_bench.core.config import read_yaml_mapping
 from ssl_bench.core.errors import ConfigError, SSLBenchError
 
 #: submitit executors: ``slurm`` (sbatch), ``local`` (subprocesses, same pickling and requeue), ``debug`` (in-process)
@@ -58,13 +57,7 @@ def load_profile(path: str | Path | None, base: dict[str, Any] | None = None, **
     :class:`SlurmOptions`) < ``overrides`` (command-line flags; None = not given)."""
     values: dict[str, Any] = dict(base or {})
     if path is not None:
-        try:
-            data = yaml.safe_load(Path(path).read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError(f"cannot read SLURM profile {path}: {exc}") from exc
-        if not isinstance(data, dict):
-            raise ConfigError(f"SLURM profile {path}: expected a mapping of {', '.join(_option_names())}")
-        values.update(data)
+        values.update(read_yaml_mapping(path, "SLURM profile"))
     values.update({k: v for k, v in overrides.items() if v is not None})
     unknown = sorted(set(values) - set(_option_names()))
     if unknown:

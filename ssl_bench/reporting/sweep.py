@@ -28,8 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from ssl_bench.core.config import read_yaml_mapping
 from ssl_bench.core.errors import ConfigError
 from ssl_bench.reporting.tables.cells import Selector, resolve_selector
 from ssl_bench.reporting.tables.missing import MissingRun, classify_killed, finished_runs_of
@@ -57,12 +56,7 @@ def load_spec(path: str | Path | None, grid_args: list[str] = (), set_args: dict
     """The spec file (if any) with ``--grid KEY=a,b`` items and ``--set`` overrides added (flags win)."""
     spec = SweepSpec()
     if path is not None:
-        try:
-            data = yaml.safe_load(Path(path).read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError(f"cannot read sweep spec {path}: {exc}") from exc
-        if not isinstance(data, dict):
-            raise ConfigError(f"sweep spec {path}: expected a mapping with keys {', '.join(SPEC_KEYS)}")
+        data = read_yaml_mapping(path, "sweep spec")
         unknown = sorted(set(data) - set(SPEC_KEYS))
         if unknown:
             raise ConfigError(f"sweep spec {path}: unknown key(s) {', '.join(unknown)}; use {', '.join(SPEC_KEYS)}")

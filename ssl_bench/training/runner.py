@@ -40,6 +40,7 @@ from ssl_bench.core.config import (
     dump_yaml,
     flatten,
     load_run_config,
+    read_yaml_mapping,
     to_dict,
     yaml_error_text,
 )
@@ -117,13 +118,7 @@ def resolve_config(
         method_cls.presets.get(f"{preset}:{dims}d", {}),  # e.g. CoraNet's "paper:3d" (200 self-training epochs)
     ]
     if config_file:
-        try:
-            data = yaml.safe_load(Path(config_file).read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError(f"cannot read --config {config_file}: {yaml_error_text(exc)}") from exc
-        if not isinstance(data, dict):
-            raise ConfigError(f"--config {config_file}: expected a YAML mapping of config sections")
-        layers.append(flatten(data))
+        layers.append(flatten(read_yaml_mapping(config_file, "--config")))
     flags: dict[str, Any] = {}
     if seed is not None:
         flags["seed"] = seed

@@ -53,9 +53,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from ssl_bench.core.config import yaml_error_text
+from ssl_bench.core.config import read_yaml_mapping
 from ssl_bench.core.errors import ConfigError, SSLBenchError
 from ssl_bench.core.registry import TABLES, normalize_name
 
@@ -176,12 +174,7 @@ def _check_keys(data: dict[str, Any], allowed: set[str], where: str) -> None:
 def load_spec(path: str | Path) -> TableSpec:
     """Read and validate one table spec (raises :class:`ConfigError` naming the file and the problem)."""
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"table spec {path}: {yaml_error_text(exc)}") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"table spec {path}: expected a mapping")
+    data = read_yaml_mapping(path, "table spec", empty_ok=False)
     where = f"table spec {path.name}"
     top = {"id", "title", "caption", "source", "protocol", "dataset", "labeled", "backbone", "set", "seeds"}
     _check_keys(data, top | {"baseline", "notes", "columns", "rows"}, where)
