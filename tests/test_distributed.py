@@ -3,12 +3,14 @@ rank; under torchrun only rank 0 writes and test scoring covers every case."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -74,24 +76,30 @@ def _worker(rank: int, world: int, port: int, out: str, cache: str) -> None:
     dist.destroy_process_group()
 
 
+@contextlib.contextmanager
+def _repository_on_path() -> Iterator[None]:
+    """The spawned children unpickle their function as ``tests.test_distributed``: the repository root must be on
+    their path (plain ``pytest``, unlike ``python -m pytest``, does not put the working directory there)."""
+    root = str(Path(__file__).resolve().parents[1])
+    added = root not in sys.path
+    if added:
+        sys.path.insert(0, root)
+    try:
+        yield
+    finally:
+        if added:
+            sys.path.remove(root)
+
+
 @pytest.fixture(scope="module")
 def two_process_results(tmp_path_factory):
     import torch.multiprocessing as mp
 
     out = tmp_path_factory.mktemp("ddp")
     cache = os.environ.get("SSL_BENCH_CACHE") or str(tmp_path_factory.getbasetemp() / "cache")
-    # the spawned children unpickle _worker as tests.test_distributed: the repository root must be on their path
-    # (plain `pytest`, unlike `python -m pytest`, does not put the working directory there)
-    root = str(Path(__file__).resolve().parents[1])
-    added = root not in sys.path
-    if added:
-        sys.path.insert(0, root)
-    try:
+    with _repository_on_path():
         mp.spawn(_single, args=(str(out), cache), nprocs=1, join=True)  # also generates the phantom cache
         mp.spawn(_worker, args=(2, _free_port(), str(out), cache), nprocs=2, join=True)
-    finally:
-        if added:
-            sys.path.remove(root)
     return out
 
 
@@ -144,11 +152,7 @@ def test_a_rank_0_failure_stops_every_rank_with_its_message(tmp_path):
     """A lock refused or a folder not created on rank 0 raises on every rank (no rank waits in a collective)."""
     import torch.multiprocessing as mp
 
-    root = str(Path(__file__).resolve().parents[1])
-    added = root not in sys.path
-    if added:
-        sys.path.insert(0, root)
-    try:
+    with _repository_on_path():
         ctx = mp.spawn(_on_main_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=False)
         deadline = time.monotonic() + 120
         while not ctx.join(timeout=1):
@@ -156,9 +160,6 @@ def test_a_rank_0_failure_stops_every_rank_with_its_message(tmp_path):
                 for process in ctx.processes:
                     process.kill()
                 pytest.fail("a rank still waits 120 s after rank 0 failed")
-    finally:
-        if added:
-            sys.path.remove(root)
     seen = [json.loads((tmp_path / f"r{r}.json").read_text()) for r in (0, 1)]
     assert seen[0] == seen[1] == {"value": "made by rank 0", "error": "run is in use by PID 1"}
 

@@ -23,6 +23,7 @@ import hashlib
 import json
 import types
 import typing
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -513,9 +514,12 @@ def yaml_error_text(exc: Exception) -> str:
     return f"{getattr(exc, 'problem', None) or ' '.join(str(exc).split())}{where}"
 
 
-def read_yaml_mapping(path: str | Path, what: str, *, empty_ok: bool = True) -> dict[str, Any]:
+def read_yaml_mapping(
+    path: str | Path, what: str, *, empty_ok: bool = True, keys: Iterable[str] = ()
+) -> dict[str, Any]:
     """The mapping in the YAML file ``path``; :class:`ConfigError` naming ``what`` (e.g. "sweep spec") and the file
-    if it cannot be read, does not parse (line/column given) or holds something other than a mapping."""
+    if it cannot be read, does not parse (line/column given) or holds something other than a mapping (then the
+    expected ``keys``, if given, are listed)."""
     try:
         data = yaml.safe_load(Path(path).read_text())
     except (OSError, yaml.YAMLError) as exc:
@@ -523,7 +527,8 @@ def read_yaml_mapping(path: str | Path, what: str, *, empty_ok: bool = True) -> 
     if data is None and empty_ok:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{what} {path}: expected a YAML mapping, got {type(data).__name__}")
+        of = f" of {', '.join(keys)}" if keys else ""
+        raise ConfigError(f"{what} {path}: expected a YAML mapping{of}, got {type(data).__name__}")
     return data
 
 

@@ -57,7 +57,7 @@ def load_profile(path: str | Path | None, base: dict[str, Any] | None = None, **
     :class:`SlurmOptions`) < ``overrides`` (command-line flags; None = not given)."""
     values: dict[str, Any] = dict(base or {})
     if path is not None:
-        values.update(read_yaml_mapping(path, "SLURM profile"))
+        values.update(read_yaml_mapping(path, "SLURM profile", keys=_option_names()))
     values.update({k: v for k, v in overrides.items() if v is not None})
     unknown = sorted(set(values) - set(_option_names()))
     if unknown:

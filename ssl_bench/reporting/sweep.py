@@ -56,7 +56,7 @@ def load_spec(path: str | Path | None, grid_args: list[str] = (), set_args: dict
     """The spec file (if any) with ``--grid KEY=a,b`` items and ``--set`` overrides added (flags win)."""
     spec = SweepSpec()
     if path is not None:
-        data = read_yaml_mapping(path, "sweep spec")
+        data = read_yaml_mapping(path, "sweep spec", keys=SPEC_KEYS)
         unknown = sorted(set(data) - set(SPEC_KEYS))
         if unknown:
             raise ConfigError(f"sweep spec {path}: unknown key(s) {', '.join(unknown)}; use {', '.join(SPEC_KEYS)}")
