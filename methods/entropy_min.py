@@ -9,8 +9,8 @@ Segmentation reference: HiLab-git/SSL4MIS ``code/train_entropy_minimization_2D.p
 
 Method (the reference's step):
 
-* (1) one student forward over the labelled and unlabelled images (``joint_bn``; the ``ssl4mis`` preset), ``p``
-  the softmax ``[B, K, *S]``;
+* (1) one student forward over the labelled and unlabelled images (``joint_bn``, the default), ``p`` the softmax
+  ``[B, K, *S]``;
 * (2) ``L_sup`` = 0.5 (CE + Dice) on the labelled images (``params.loss``);
 * (3) ``L_ent = mean over images and pixels of -sum_k p_k ln(p_k + 1e-6) / ln K`` (the reference: ``C=4``, ACDC's
   K; here K = the task's class count, so the term lies in [0, 1] for any K), over *all* images of the batch,
@@ -24,9 +24,8 @@ Deviations:
   is the reference's whole batch.
 * the normaliser ln K uses the task's K (the reference hard-codes C = 4, which is K on ACDC only);
   ``normalize=false`` gives the entropy in nats.
-* labelled and unlabelled images go through separate forward passes unless ``joint_bn`` (the reference: one pass;
-  the ``ssl4mis`` preset sets it); the ramp length is a fraction of the stage (``rampup``; the reference ramps over
-  the whole run: ``rampup=1``).
+* the ``cpu`` preset uses separate forward passes (``joint_bn=false``, the setting of its committed records); the ramp length is a fraction of the stage
+  (``rampup``; the reference ramps over the whole run: ``rampup=1``).
 """
 
 from __future__ import annotations

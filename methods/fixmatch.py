@@ -43,9 +43,9 @@ Deviations:
 * its weak view is ``random_rot_flip`` only (rot90 and always a flip): the ``ssl4mis`` preset uses
   ``dataset.augment=flip-rot`` (rot90 and a flip with p = 0.5), the closest kind;
 * the reference's saturation/hue jitter is omitted (a no-op on one channel in torchvision);
-* with ``joint_bn=false`` (our default) labelled and unlabelled images go through the network in separate passes,
-  and the strong pass covers the unlabelled images only; ``joint_bn=true`` (the ``ssl4mis`` preset) runs the weak
-  pass on labelled + unlabelled and the strong pass on their strong views, as the reference;
+* ``joint_bn=true`` (the default) runs the weak pass on labelled + unlabelled and the strong pass on their strong
+  views, as the reference; with ``joint_bn=false`` (the ``cpu`` preset) labelled and unlabelled images go through
+  the network in separate passes, and the strong pass covers the unlabelled images only;
 * 2D only (the references are 2D, and the strong view is defined for 2D slices); ``ssl-bench check`` skips 3D.
 """
 

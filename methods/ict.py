@@ -31,9 +31,10 @@ Deviations:
   reference's halves and per-pair lambdas.
 * the reference splits the unlabelled batch at ``labeled_bs // 2`` (= B_u / 2 for its 12 + 12 batches); here at
   ``B_u // 2``, an odd last image left unused; ``B_u = 1`` cannot be paired and raises.
-* labelled and mixed images go through the student in separate forward passes unless ``joint_bn`` (the reference
-  concatenates them: the ``ssl4mis`` preset sets ``joint_bn=true``); see :mod:`~ssl_bench.methods.mean_teacher`
-  for the EMA teacher's BatchNorm buffers and the ramp length as a fraction of the stage.
+* labelled and mixed images go through the student in one forward (``joint_bn``, the default), as the reference
+  concatenates them; the ``cpu`` preset uses separate passes (``joint_bn=false``, the setting of its committed
+  records); see :mod:`~ssl_bench.methods.mean_teacher` for the EMA teacher's BatchNorm buffers and the ramp length
+  as a fraction of the stage.
 * no Gaussian noise on the teacher's input (``noise_std=0``; Mean Teacher's option is kept); the reference has none.
 * ``consistency_on="all"`` (Mean Teacher's labelled-pixel consistency) is rejected: ICT mixes unlabelled images.
 """

@@ -41,8 +41,8 @@ Deviations:
 * 3D: ``unet3d`` decoders (transposed conv vs 1x1 conv + trilinear) instead of the reference's V-Net decoders
   (transposed conv vs trilinear), binary Dice there; the ``paper:3d`` preset has its weights (lambda 0.5, w 1.0,
   ramp over 0.4 of the run);
-* ramp length as a fraction of the stage; separate labelled and unlabelled forwards unless ``joint_bn`` (the
-  reference: one forward, the ``ssl4mis`` preset).
+* ramp length as a fraction of the stage; one labelled + unlabelled forward (``joint_bn``) as the reference,
+  except under the ``cpu`` preset (separate forwards, the setting of its committed records).
 """
 
 from __future__ import annotations

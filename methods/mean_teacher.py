@@ -28,9 +28,11 @@ Deviations:
   ``rampup=1.0``. SSL4MIS also switches the consistency off for the first 1000 iterations (``delay`` can do this).
 * the teacher's BatchNorm running statistics are copied from the student (EMATeacher), and its training-time
   passes never update them (the reference's teacher passes update them; nothing reads them there).
-* labelled and unlabelled images go through the student in separate forward passes (BatchNorm statistics per
-  batch); the references concatenate them (``joint_bn=true``), which lets the supervised loss act through the
-  unlabelled images' batch statistics (see :meth:`~ssl_bench.training.consistency.ConsistencyMethod.forward_split`).
+* labelled and unlabelled images go through the student in one forward (``joint_bn``, the default), as the
+  references concatenate them; the ``cpu`` preset uses separate passes (``joint_bn=false``, BatchNorm statistics
+  per batch, the setting of its committed records). Measured at ``--preset cpu-bench`` over 3 seeds
+  (``benchmarks/acdc_bn_check.yaml``), the two score the same within seed noise (see
+  :meth:`~ssl_bench.training.consistency.ConsistencyMethod.forward_split`).
 * the teacher sees noise only; the original Mean Teacher also perturbs the student (its augmentation) — here the
   student sees the trainer's augmentation, the teacher the same augmented image plus noise.
 """

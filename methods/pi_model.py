@@ -23,8 +23,9 @@ Deviations:
   preset). The paper scales w_max = 100 by the labelled fraction M/N; the method does not see the budget, so
   ``weight`` is w_max * M/N directly: the ``paper`` preset uses 100 * 0.2 = 20 (the 20 % budget of the default
   config); the default 1.0 is a moderate value for short runs.
-* labelled and unlabelled images go through the network in separate forward passes (``joint_bn=true``: together,
-  as the paper's mixed minibatches); see :meth:`~ssl_bench.training.consistency.ConsistencyMethod.forward_split`.
+* labelled and unlabelled images go through the network together (``joint_bn``, the default), as the paper's
+  mixed minibatches; the ``cpu`` preset uses separate passes (``joint_bn=false``, the setting of its committed
+  records); see :meth:`~ssl_bench.training.consistency.ConsistencyMethod.forward_split`.
 * no dropout in the smoke/cpu presets (0.5 in ``paper``): half the channels of a width-8/16 U-Net is too much
   (see :mod:`~ssl_bench.methods.mean_teacher`); noise and the rot90/flip still make the passes differ.
 * pixel-wise consistency on softmax maps of the U-Net instead of class vectors; rot90/flip instead of

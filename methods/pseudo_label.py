@@ -19,7 +19,9 @@ Deviations:
   counterpart here, so the defaults start at once and ramp over 40 % of the stage; the ``cpu`` preset waits 40 %
   (Lee's T1: the network must be trained before its predictions become targets) and ramps over the next 30 %.
   ``weight`` = alpha_f: 1.0 by default, Lee's 3.0 in the ``paper`` preset.
-* labelled and unlabelled images go through the network in separate forward passes (``joint_bn=true``: together).
+* labelled and unlabelled images go through the network in one forward (``joint_bn``, the default; Lee's network
+  has no BatchNorm, so the paper does not decide this; the field's references concatenate); the ``cpu`` preset uses
+  separate passes (``joint_bn=false``, the setting of its committed records).
 * Lee pre-trains with denoising auto-encoders and uses dropout; neither is used here (``dropout`` can be set).
 """
 

@@ -35,7 +35,8 @@ Deviations (documented choices):
   value, bounded by 1/(510 (1 - alpha)) = 0.005 over repeated updates for alpha = 0.6), ``fp16`` or ``fp32``.
   Cost: N_u * K * H * W * bytes — for ACDC at the paper preset (1056 unlabelled 256x256 slices of 4 classes at the
   20 % budget) 277 MB in uint8 (554 MB fp16, 1.1 GB fp32), which also goes into every ``last.pt``.
-* labelled and unlabelled images go through the network in separate forward passes (``joint_bn=true``: together).
+* labelled and unlabelled images go through the network together (``joint_bn``, the default), as the paper's mixed
+  minibatches; the ``cpu`` preset uses separate passes (``joint_bn=false``, the setting of its committed records).
 * the ramp length is a fraction of the stage (``rampup``; the paper: 80 of 300 epochs, the ``paper`` preset).
   w_max: the paper uses 30 * M/N; the ``paper`` preset uses 30 * 0.2 = 6 (20 % budget), the default 1.0.
 """

@@ -32,8 +32,8 @@ Deviations:
   ``consistency_norm="ssl4mis"``, which the ``ssl4mis`` and ``cpu-bench`` presets set.
 * ramp lengths are fractions of the stage (``rampup``; the ``paper`` preset ramps over the whole run as the
   reference, whose entropy threshold also ramps over all iterations: the estimator's ``rampup=1.0``).
-* separate student forwards for labelled and unlabelled images (the reference concatenates them: ``joint_bn=true``;
-  see :mod:`~ssl_bench.methods.mean_teacher`).
+* one student forward over labelled and unlabelled images (``joint_bn``, the default), as the reference
+  concatenates them; the ``cpu`` preset uses separate forwards (see :mod:`~ssl_bench.methods.mean_teacher`).
 * with ``--estimator aleatoric`` the student gets a ``logvar`` head trained with the estimator's
   sampled-softmax likelihood on labelled pixels (``sup/aleatoric``); UA-MT uses it only as a mask source.
 """

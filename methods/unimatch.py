@@ -38,9 +38,10 @@ Deviations:
 * weak and strong views are float (the reference round-trips the unlabelled slice through an 8-bit PIL image, so
   its weak and strong views are quantised to 1/255) and the blur uses an exact Gaussian kernel (see
   :mod:`~ssl_bench.training.strong_augment`);
-* with ``joint_bn=false`` (our default) labelled images are a separate forward and the perturbed decoder pass covers
-  the unlabelled images only; ``joint_bn=true`` (the ``ssl4mis`` preset) runs the encoder on labelled + unlabelled
-  weak images and the decoder on both halves, as the reference (which also perturbs the labelled features, unused);
+* ``joint_bn=true`` (the default) runs the encoder on labelled + unlabelled weak images and the decoder on both
+  halves, as the reference (which also perturbs the labelled features, unused); with ``joint_bn=false`` (the
+  ``cpu`` preset) labelled images are a separate forward and the perturbed decoder pass covers the unlabelled images
+  only;
 * needs a backbone with an encoder/decoder split (``encode``/``decode``: unet2d, unet3d, ssl4mis-unet; the others
   raise at construction); 2D only, as the reference (``ssl-bench check`` skips 3D);
 * the reference keeps the best epoch on val + test; the suite selects on val (``trainer.select``).

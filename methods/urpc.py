@@ -39,8 +39,9 @@ Deviations:
 * the 3D reference network (``unet_3D_dv_semi``) differs: channel dropout 0.5/0.3/0.2/0.1 *inside* the decoder
   path, 1x1 heads and trilinear up-sampling; here 3D runs use the 2D layout on ``unet3d`` (``head_kernel=1`` and
   ``upsample="trilinear"`` approximate its heads); the loss is the same;
-* ramp length as a fraction of the stage (the ``ssl4mis`` preset: the whole run in 200 steps); separate labelled
-  and unlabelled forwards unless ``joint_bn`` (the reference: one forward, set by the ``ssl4mis`` preset).
+* ramp length as a fraction of the stage (the ``ssl4mis`` preset: the whole run in 200 steps); one labelled +
+  unlabelled forward (``joint_bn``) as the reference, except under the ``cpu`` preset (separate forwards, the
+  setting of its committed records).
 """
 
 from __future__ import annotations

@@ -22,8 +22,9 @@ Deviations:
   perturbation that small is lost in float32 rounding of the softmax difference for large images.
 * the adversarial passes use batch statistics without updating BatchNorm's running statistics (the usual fix for
   the extra forward passes; the paper's code freezes the statistics the same way).
-* labelled and unlabelled images go through the network (and the power iteration) as separate batches
-  (``joint_bn=true``: together).
+* labelled and unlabelled images go through the network (and the power iteration) as separate batches, as the
+  reference code (takerum/vat_tf ``train_semisup.py``, which also keeps the unlabelled pass out of BatchNorm's
+  running statistics; here both passes update them); ``joint_bn=true``: together.
 * ``weight`` ramps up (sigmoid over 40 % of the stage) by default for stability; the ``paper`` preset uses the
   paper's constant alpha = 1 (``ramp="none"``). No entropy minimisation term (VAT+EntMin) is added.
 """
@@ -89,6 +90,9 @@ class VATConfig(ConsistencyConfig):
     power_iterations: int = 1
     #: images of the LDS term: "all" (labelled and unlabelled, the paper) or "unlabeled"
     consistency_on: str = "all"
+    #: separate labelled and unlabelled forwards, as the reference (takerum/vat_tf: ``forward(x)`` for the CE term,
+    #: ``forward(ul_x)`` for the LDS term); true: one forward over both
+    joint_bn: bool = False
 
 
 @METHODS.register("vat")

@@ -72,7 +72,7 @@ def test_mix_pairs_halves_one_lambda_per_pair_from_beta():
 
 @pytest.mark.parametrize("pairing", ["halves", "shuffle"])
 def test_ict_consistency_is_mixed_student_vs_mixed_teacher(monkeypatch, pairing):
-    method = make_method("ict", pairing=pairing, weight=0.3, rampup=0.0)
+    method = make_method("ict", pairing=pairing, weight=0.3, rampup=0.0, joint_bn=False)
     method.train()
     bl, bu = batches()
     i0 = torch.tensor([0, 1]) if pairing == "halves" else torch.arange(4)
@@ -177,9 +177,9 @@ def test_entropy_min_step_covers_the_reference_pixels(entropy_on):
     bl, bu = batches()
     student = copy.deepcopy(method.student)
     out = method.training_step(bl, bu, step_at(3))
-    with torch.no_grad():
-        p_l, p_u = student(bl.image).softmax(1), student(bu.image).softmax(1)
-    p = torch.cat([p_l, p_u]) if entropy_on == "all" else p_u  # SSL4MIS: all 24 images, labelled included
+    with torch.no_grad():  # one student forward of labelled + unlabelled images (joint_bn, SSL4MIS's)
+        p_all = student(torch.cat([bl.image, bu.image])).softmax(1)
+    p = p_all if entropy_on == "all" else p_all[bl.image.shape[0] :]  # SSL4MIS: all 24 images, labelled included
     h = -(p * torch.log(p + 1e-6)).sum(1) / np.log(4)
     assert torch.allclose(out["unsup/entropy"], h.mean(), atol=1e-6)
     assert torch.allclose(out["loss"], out["sup/total"] + 0.5 * h.mean(), atol=1e-6)

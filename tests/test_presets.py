@@ -48,6 +48,22 @@ def test_cpu_bench_is_ssl4mis_shrunk():
     assert set(PRESETS["cpu-bench"]) == set(PRESETS["ssl4mis"])
 
 
+def test_labelled_and_unlabelled_share_one_forward_by_default_as_the_references():
+    """Issue #13's BatchNorm rule: every method with the option defaults to its reference's forward (one
+    concatenated forward; VAT's reference code has two), under every preset but ``cpu``, whose committed records were
+    made with separate forwards."""
+    from ssl_bench.core.registry import METHODS
+
+    with_option = [name for name in METHODS.names() if hasattr(METHODS.get(name).Config(), "joint_bn")]
+    assert {"mean-teacher", "ua-mt", "cps", "unimatch", "vat"} <= set(with_option)
+    for name in with_option:
+        default = METHODS.get(name).Config().joint_bn
+        assert default is (name != "vat"), name
+        assert resolve_config(name, "acdc", preset="paper").params.joint_bn is default, name
+        assert resolve_config(name, "acdc", preset="cpu").params.joint_bn is False, name
+        assert resolve_config(name, "acdc", preset="cpu-bench").params.joint_bn is True, name
+
+
 def test_global_preset_params_apply_only_where_the_method_has_the_option():
     cfg = resolve_config("unet", "acdc", preset="ssl4mis")
     assert not hasattr(cfg.params, "joint_bn") and cfg.params.loss == "ce+dice-ssl4mis"

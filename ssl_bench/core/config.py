@@ -175,6 +175,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         "trainer.batch_size": 8,
         "trainer.unlabeled_batch_size": 8,
         "trainer.val_every": 2,
+        # separate labelled / unlabelled forwards, as every committed cpu record was made (the methods' default is
+        # the references' one joint forward since the BatchNorm check of issue #13)
+        "params.joint_bn": False,
     },
     "paper": {
         "dataset.image_size": (256, 256),
