@@ -381,6 +381,26 @@ def test_missing_runs_commands_resume_and_blocked(synthetic, tmp_path):
             assert f"{cmd} --out OUT" in text.splitlines()
 
 
+def test_missing_runs_row_or_seed_order(synthetic, tmp_path):
+    """``--order row``: every seed of a row, then the next; ``--order seed``: seed 0 of every row first. Resumes
+    come first either way."""
+    from ssl_bench.reporting.tables import build_table, plan_missing
+
+    spec, root = synthetic
+    empty = build_table(spec, tmp_path / "empty", preset="smoke")
+
+    def runnable(order: str) -> list[tuple[str, int]]:
+        return [(m.selector.method, m.seed) for m in plan_missing(empty, order=order) if m.action == "run"]
+
+    assert runnable("row") == [(m, s) for m in ("unet", "mean-teacher") for s in (0, 1, 2)]
+    assert runnable("seed") == [(m, s) for s in (0, 1, 2) for m in ("unet", "mean-teacher")]
+    killed = fake_run(root, "mean-teacher", 2, MT0, 8.0, "20260101-000012-mt2", status="interrupted")
+    plan = plan_missing(build_table(spec, root, preset="smoke"), order="seed")
+    assert plan[0].action == "resume" and plan[0].run_dir == killed
+    with pytest.raises(ValueError, match="order must be one of row, seed"):
+        plan_missing(empty, order="column")
+
+
 def test_selector_command_flags():
     from ssl_bench.reporting.tables import cell_selector, get_spec, parse_dataset_map
 

@@ -170,6 +170,13 @@ def add_parsers(sub: argparse._SubParsersAction, plugin: argparse.ArgumentParser
     p.add_argument("--no-write", action="store_true", help="print only; write no files")
     p.add_argument("--missing", action="store_true", help="print the commands that would fill the empty cells")
     p.add_argument("--run-missing", action="store_true", help="run those commands, then render the table")
+    p.add_argument(
+        "--order",
+        choices=["row", "seed"],
+        default="row",
+        help="order of --missing/--run-missing after the resumes: row (every seed of a row, then the next row; "
+        "default) or seed (seed 0 of every row first, then seed 1, ...: a sweep stopped half-way has a run per row)",
+    )
     p.add_argument("--out", type=Path, default=None, help="results root new runs go to (default: first --results)")
     from ssl_bench.cli.sweep import add_executor_args
 
@@ -249,7 +256,7 @@ def cmd_table(args: argparse.Namespace) -> int:
     result = build()
     exported: list = []  # records written as runs finished
     if args.missing or args.run_missing:
-        plan = tables.plan_missing(result, stale_s=args.stale_after)
+        plan = tables.plan_missing(result, stale_s=args.stale_after, order=args.order)
         print(tables.render_missing(result, plan, out, args.plugin), end="")
         if args.missing and not args.run_missing:
             return 0

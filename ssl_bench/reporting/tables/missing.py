@@ -16,6 +16,10 @@ from typing import Any
 from ssl_bench.reporting.tables.cells import Selector, TableResult, literal_expected, matches, resolve_selector
 
 
+#: orders of :func:`plan_missing` (``ssl-bench table --order``)
+MISSING_ORDERS = ("row", "seed")
+
+
 @dataclass
 class MissingRun:
     """A (setting, seed) that some cell needs and no finished run provides."""
@@ -38,13 +42,20 @@ def plan_missing(
     runs: list[Any] | None = None,
     *,
     stale_s: float = 600.0,
+    order: str = "row",
 ) -> list[MissingRun]:
     """The runs that would fill the table's empty (seed-incomplete) cells, one per (setting, seed).
 
     A killed run of the same setting (manifest status running/interrupted/failed) in a results folder is resumed
     instead of started again, unless its status is ``running`` and its files changed within ``stale_s`` seconds
     (then it is probably still running: action ``active``, skipped).
+
+    Resumes come first. Then ``order="row"``: row by row, every seed of a row before the next row;
+    ``order="seed"``: the first missing seed of every row, then the next seed, ... — a long sweep stopped half-way
+    leaves a run in every row rather than all seeds of the first rows.
     """
+    if order not in MISSING_ORDERS:
+        raise ValueError(f"order must be one of {', '.join(MISSING_ORDERS)}, got {order!r}")
     from ssl_bench.reporting.results import find_runs
 
     all_runs = runs if runs is not None else find_runs(result.results_dirs)
@@ -71,8 +82,15 @@ def plan_missing(
             else:
                 classify_killed(entry, unfinished, stale_s)
             plan[key] = entry
-    order = {"resume": 0, "run": 1, "active": 2, "blocked": 3}
-    return sorted(plan.values(), key=lambda m: (order[m.action], first_row[m.selector], m.selector.describe(), m.seed))
+    actions = {"resume": 0, "run": 1, "active": 2, "blocked": 3}
+    result_seeds = list(result.seeds)
+
+    def key(m: MissingRun) -> tuple:
+        setting = (first_row[m.selector], m.selector.describe())
+        rank = result_seeds.index(m.seed) if m.seed in result_seeds else len(result_seeds)
+        return (actions[m.action], *((rank, *setting) if order == "seed" else (*setting, rank)))
+
+    return sorted(plan.values(), key=key)
 
 
 def classify_killed(entry: MissingRun, unfinished: list[Any], stale_s: float) -> MissingRun:
