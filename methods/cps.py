@@ -26,7 +26,8 @@ Deviations:
 * the ramp length is a fraction of the stage (``rampup``, default 0.4 for the smoke/cpu presets); the ``ssl4mis``
   preset has the reference's schedule (whole run, 200 steps);
 * labelled and unlabelled images go through each network in one forward by default (``joint_bn``), as the
-  reference concatenates them; the ``cpu`` preset uses separate forward passes (``joint_bn=false``, the setting of its committed records);
+  reference concatenates them; the ``cpu`` preset uses separate forward passes (``joint_bn=false``, the setting
+  of its committed records);
 * the paper's λ (1.5 on PASCAL VOC/Cityscapes, with ImageNet-pretrained ResNets and a CE-only supervised loss) and
   its CutMix variant are not the medical reference's and are not used (``weight`` sets λ).
 """

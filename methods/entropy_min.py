@@ -24,8 +24,8 @@ Deviations:
   is the reference's whole batch.
 * the normaliser ln K uses the task's K (the reference hard-codes C = 4, which is K on ACDC only);
   ``normalize=false`` gives the entropy in nats.
-* the ``cpu`` preset uses separate forward passes (``joint_bn=false``, the setting of its committed records); the ramp length is a fraction of the stage
-  (``rampup``; the reference ramps over the whole run: ``rampup=1``).
+* the ``cpu`` preset uses separate forward passes (``joint_bn=false``, the setting of its committed records); the
+  ramp length is a fraction of the stage (``rampup``; the reference ramps over the whole run: ``rampup=1``).
 """
 
 from __future__ import annotations

@@ -15,7 +15,6 @@ from typing import Any
 
 from ssl_bench.reporting.tables.cells import Selector, TableResult, literal_expected, matches, resolve_selector
 
-
 #: orders of :func:`plan_missing` (``ssl-bench table --order``)
 MISSING_ORDERS = ("row", "seed")
 
@@ -83,12 +82,10 @@ def plan_missing(
                 classify_killed(entry, unfinished, stale_s)
             plan[key] = entry
     actions = {"resume": 0, "run": 1, "active": 2, "blocked": 3}
-    result_seeds = list(result.seeds)
 
     def key(m: MissingRun) -> tuple:
         setting = (first_row[m.selector], m.selector.describe())
-        rank = result_seeds.index(m.seed) if m.seed in result_seeds else len(result_seeds)
-        return (actions[m.action], *((rank, *setting) if order == "seed" else (*setting, rank)))
+        return (actions[m.action], *((m.seed, *setting) if order == "seed" else (*setting, m.seed)))
 
     return sorted(plan.values(), key=key)
 
