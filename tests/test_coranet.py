@@ -269,3 +269,36 @@ def test_cpu_preset_pretrains_ten_of_acdcs_twenty_five_epochs():
     method = build_method(cfg, SimpleNamespace(spec=DATASETS.get("acdc").spec))
     assert [(s.name, s.epochs) for s in method.stages()] == [("pretrain", 10), ("self-train", 15)]
     assert cfg.params.refresh_every == 2
+
+
+def test_recipe_loss_replaces_the_main_heads_ce_of_eq1():
+    """params.loss=ce+dice-ssl4mis: L_crm = 0.5 (CE + squared Dice)(D) + CE_con + CE_rad; "ce" is Eq. 1 itself."""
+    from ssl_bench.training.losses import soft_dice_loss
+
+    x_l, y_l = torch.randn(2, 1, 16, 16), torch.randint(0, 3, (2, 16, 16))
+    recipe, paper = make(num_classes=3, loss="ce+dice-ssl4mis"), make(num_classes=3)
+    heads = recipe.student.forward_heads(x_l)
+    out = recipe._labelled_losses(heads, y_l)
+    main = 0.5 * (F.cross_entropy(heads["main"], y_l) + soft_dice_loss(heads["main"], y_l, squared=True))
+    assert out["sup/total"].item() == pytest.approx((main + out["sup/ce_con"] + out["sup/ce_rad"]).item(), rel=1e-6)
+    eq1 = paper._labelled_losses(heads, y_l)
+    assert "sup/dice" not in eq1
+    assert eq1["sup/total"].item() == pytest.approx(
+        (F.cross_entropy(heads["main"], y_l) + eq1["sup/ce_con"] + eq1["sup/ce_rad"]).item(), rel=1e-6
+    )
+
+
+def test_recipe_presets_give_coranet_the_recipes_supervised_loss_and_the_paper_keeps_eq1():
+    from ssl_bench.training.runner import resolve_config
+
+    assert resolve_config("coranet", "acdc", preset="cpu-bench").params.loss == "ce+dice-ssl4mis"
+    assert resolve_config("coranet", "acdc", preset="ssl4mis").params.loss == "ce+dice-ssl4mis"
+    assert resolve_config("coranet", "acdc", preset="paper").params.loss == "ce"
+    assert resolve_config("coranet", "acdc", preset="released").params.loss == "ce"
+
+
+def test_released_code_protocol_rejects_a_recipe_loss():
+    with pytest.raises(ValueError, match="params.loss=ce with params.protocol=released-code"):
+        make(protocol="released-code", loss="ce+dice-ssl4mis")
+    with pytest.raises(ValueError, match="params.loss must be one of"):
+        make(loss="dice")

@@ -238,6 +238,19 @@ def test_a_run_with_other_settings_fills_no_cell_of_the_plain_preset(synthetic, 
     assert build_table(spec, root, preset="smoke").cell("base", "RV").runs[0].run_id == longer.name
 
 
+def test_a_run_without_params_loss_was_made_with_eq1s_ce():
+    """CoraNet gained params.loss when the recipe presets moved it to CE + Dice: its older cpu-bench records (no
+    such key) must not fill the new cells, while its older cpu-preset records (CE then and now) still do."""
+    from ssl_bench.reporting.tables.cells import matches, variant_items
+
+    old = {"method": "coranet", "preset": "cpu-bench", "dataset.name": "acdc"}
+    recipe = {**old, "params.loss": "ce+dice-ssl4mis"}
+    assert not matches(old, recipe) and matches({**old, "params.loss": "ce+dice-ssl4mis"}, recipe)
+    assert matches(old, {**old, "params.loss": "ce"})
+    record = {**old, "dataset.labeled": 7.0, "params.estimator": "crm", "params.alpha": 5.0}
+    assert variant_items(record)["params.loss"] == "ce"
+
+
 def test_finished_runs_like_matches_setting_and_seed(synthetic):
     from ssl_bench.reporting.tables import finished_runs_like
     from ssl_bench.training.runner import resolve_config
