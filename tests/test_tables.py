@@ -901,6 +901,21 @@ def test_acdc_benchmark_specs(name):
         assert values and values <= numbers, (row.id, values - numbers)
 
 
+def test_coranet_loss_spec_rows_differ_only_in_the_main_heads_loss():
+    """benchmarks/acdc_coranet_loss.yaml: its two CoraNet rows resolve to configs that differ in params.loss alone."""
+    from ssl_bench.reporting.tables import load_spec
+    from ssl_bench.reporting.tables.cells import cell_selector, resolve_selector
+
+    spec = load_spec(REPO / "benchmarks" / "acdc_coranet_loss.yaml")
+    rows = {r.id: r for r in spec.rows}
+    ce, recipe = (
+        resolve_selector(cell_selector(spec, rows[i], spec.columns[0], "cpu-bench"))[0]
+        for i in ("coranet-ce", "coranet")
+    )
+    assert {k for k in recipe if recipe[k] != ce.get(k)} == {"params.loss"}
+    assert (ce["params.loss"], recipe["params.loss"]) == ("ce", "ce+dice-ssl4mis")
+
+
 def test_acdc_specs_missing_and_empty_render(cli, capsys, tmp_path):
     """`--missing` lists one command line per (method, seed); the tables render with their reference rows
     even with no runs."""
