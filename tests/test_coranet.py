@@ -291,14 +291,33 @@ def test_recipe_loss_replaces_the_main_heads_ce_of_eq1():
 def test_recipe_presets_give_coranet_the_recipes_supervised_loss_and_the_paper_keeps_eq1():
     from ssl_bench.training.runner import resolve_config
 
-    assert resolve_config("coranet", "acdc", preset="cpu-bench").params.loss == "ce+dice-ssl4mis"
-    assert resolve_config("coranet", "acdc", preset="ssl4mis").params.loss == "ce+dice-ssl4mis"
-    assert resolve_config("coranet", "acdc", preset="paper").params.loss == "ce"
-    assert resolve_config("coranet", "acdc", preset="released").params.loss == "ce"
+    for preset, want in (
+        ("cpu-bench", "ce+dice-ssl4mis"),
+        ("ssl4mis", "ce+dice-ssl4mis"),
+        ("paper", "ce"),
+        ("released", "ce"),
+    ):
+        params = resolve_config("coranet", "acdc", preset=preset).params
+        assert (params.loss, params.st_loss) == (want, want), preset
 
 
-def test_released_code_protocol_rejects_a_recipe_loss():
-    with pytest.raises(ValueError, match="params.loss=ce with params.protocol=released-code"):
-        make(protocol="released-code", loss="ce+dice-ssl4mis")
+def test_recipe_st_loss_is_ce_plus_dice_on_the_certain_pixels_of_eq7():
+    from ssl_bench.training.losses import soft_dice_loss, weighted_cross_entropy
+
+    method = make(num_classes=3, st_loss="ce+dice-ssl4mis", mt_region="none", pseudo_labels="online")
+    x_l, y_l = torch.randn(2, 1, 16, 16), torch.randint(0, 3, (2, 16, 16))
+    x_u = torch.randn(2, 1, 16, 16)
+    out = method.training_step(Batch(x_l, y_l, torch.arange(2)), Batch(x_u, None, torch.arange(2)), step_info())
+    pseudo, certain = method._pseudo_labels(Batch(x_u, None, torch.arange(2)), step_info())
+    main = method.student.forward_heads(x_u, [])["main"]
+    ce = weighted_cross_entropy(main, pseudo, mask=certain, normalize="pixels")  # Eq. 7
+    dice = soft_dice_loss(main, pseudo, squared=True, mask=certain)
+    assert out["unsup/c_sn"].item() == pytest.approx((0.5 * (ce + dice)).item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("name", ["loss", "st_loss"])
+def test_released_code_protocol_rejects_a_recipe_loss(name):
+    with pytest.raises(ValueError, match=f"params.{name}=ce with params.protocol=released-code"):
+        make(protocol="released-code", **{name: "ce+dice-ssl4mis"})
     with pytest.raises(ValueError, match="params.loss must be one of"):
         make(loss="dice")

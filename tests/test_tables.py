@@ -247,6 +247,7 @@ def test_a_run_without_params_loss_was_made_with_eq1s_ce():
     recipe = {**old, "params.loss": "ce+dice-ssl4mis"}
     assert not matches(old, recipe) and matches({**old, "params.loss": "ce+dice-ssl4mis"}, recipe)
     assert matches(old, {**old, "params.loss": "ce"})
+    assert not matches(recipe, {**recipe, "params.st_loss": "ce+dice-ssl4mis"})  # made before params.st_loss
     record = {**old, "dataset.labeled": 7.0, "params.estimator": "crm", "params.alpha": 5.0}
     assert variant_items(record)["params.loss"] == "ce"
 
@@ -902,18 +903,19 @@ def test_acdc_benchmark_specs(name):
 
 
 def test_coranet_loss_spec_rows_differ_only_in_the_main_heads_loss():
-    """benchmarks/acdc_coranet_loss.yaml: its two CoraNet rows resolve to configs that differ in params.loss alone."""
+    """benchmarks/acdc_coranet_loss.yaml: its CoraNet rows resolve to configs that differ in the two losses alone."""
     from ssl_bench.reporting.tables import load_spec
     from ssl_bench.reporting.tables.cells import cell_selector, resolve_selector
 
     spec = load_spec(REPO / "benchmarks" / "acdc_coranet_loss.yaml")
     rows = {r.id: r for r in spec.rows}
-    ce, recipe = (
+    ce, sup, recipe = (
         resolve_selector(cell_selector(spec, rows[i], spec.columns[0], "cpu-bench"))[0]
-        for i in ("coranet-ce", "coranet")
+        for i in ("coranet-ce", "coranet-sup-dice", "coranet")
     )
-    assert {k for k in recipe if recipe[k] != ce.get(k)} == {"params.loss"}
-    assert (ce["params.loss"], recipe["params.loss"]) == ("ce", "ce+dice-ssl4mis")
+    assert {k for k in recipe if recipe[k] != ce.get(k)} == {"params.loss", "params.st_loss"}
+    assert {k for k in recipe if recipe[k] != sup.get(k)} == {"params.st_loss"}
+    assert (ce["params.loss"], ce["params.st_loss"], sup["params.loss"]) == ("ce", "ce", "ce+dice-ssl4mis")
 
 
 def test_acdc_specs_missing_and_empty_render(cli, capsys, tmp_path):

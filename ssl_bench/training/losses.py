@@ -72,14 +72,20 @@ def check_supervised_loss(kind: str) -> None:
         raise ValueError(f"params.loss must be one of {', '.join(SUPERVISED_LOSSES)}, got {kind!r}")
 
 
-def supervised_loss(logits: torch.Tensor, target: torch.Tensor, kind: str = "ce") -> dict[str, torch.Tensor]:
-    """Named supervised terms of a :data:`SUPERVISED_LOSSES` ``kind``: ``"ce"`` (paper) or 0.5 (CE + Dice)."""
+def supervised_loss(
+    logits: torch.Tensor, target: torch.Tensor, kind: str = "ce", mask: torch.Tensor | None = None
+) -> dict[str, torch.Tensor]:
+    """Named supervised terms of a :data:`SUPERVISED_LOSSES` ``kind``: ``"ce"`` (paper) or 0.5 (CE + Dice).
+
+    ``mask [B, *S]``: only those pixels count — the CE summed over them divided by the batch's pixel count (as
+    :func:`weighted_cross_entropy` ``"pixels"``), the Dice sums restricted to them.
+    """
     check_supervised_loss(kind)
-    ce = cross_entropy(logits, target)
+    ce = cross_entropy(logits, target) if mask is None else weighted_cross_entropy(logits, target, mask=mask)
     dice_options = SUPERVISED_LOSSES[kind]
     if dice_options is None:
         return {"sup/ce": ce, "sup/total": ce}
-    dice = soft_dice_loss(logits, target, **dice_options)  # type: ignore[arg-type]
+    dice = soft_dice_loss(logits, target, mask=mask, **dice_options)  # type: ignore[arg-type]
     return {"sup/ce": ce, "sup/dice": dice, "sup/total": 0.5 * (ce + dice)}
 
 
