@@ -289,7 +289,7 @@ class CoraNet(Method):
             if value not in allowed:
                 raise ValueError(f"params.{name} must be one of {allowed}, got {value!r}")
         for name in ("loss", "st_loss"):
-            check_supervised_loss(getattr(c, name))
+            check_supervised_loss(getattr(c, name), name)
             if c.protocol == "released-code" and getattr(c, name) != "ce":
                 raise ValueError(
                     f"params.{name}={getattr(c, name)} applies to the paper protocol; the released code has its own "

@@ -66,10 +66,10 @@ SUPERVISED_LOSSES: dict[str, dict[str, object] | None] = {
 }
 
 
-def check_supervised_loss(kind: str) -> None:
-    """One-line error for an unknown ``params.loss``."""
+def check_supervised_loss(kind: str, option: str = "loss") -> None:
+    """One-line error for an unknown ``params.<option>`` (``loss``; CoraNet's ``st_loss`` too)."""
     if kind not in SUPERVISED_LOSSES:
-        raise ValueError(f"params.loss must be one of {', '.join(SUPERVISED_LOSSES)}, got {kind!r}")
+        raise ValueError(f"params.{option} must be one of {', '.join(SUPERVISED_LOSSES)}, got {kind!r}")
 
 
 def supervised_loss(
