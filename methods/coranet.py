@@ -512,6 +512,12 @@ class CoraNet(Method):
             return {}
         self._pl, self._certain = torch.cat(pls), torch.cat(certs)
         logs = {"pl/certain_frac": float(self._certain.float().mean())}
+        # what C-SN trains on: the share of each class's pseudo-labelled pixels that are certain (thin structures
+        # can be almost entirely uncertain, leaving C-SN with background only)
+        for k in range(1, self.spec.num_classes):
+            in_class = self._pl == k
+            n = int(in_class.sum())
+            logs[f"pl/certain_share_{k}"] = float((in_class & self._certain).sum()) / n if n else float("nan")
         if data.hidden_labels_u is not None:  # analysis only (Fig. 3/4): never used for training
             gt = data.hidden_labels_u.cpu().numpy()
             pl, cert = self._pl.numpy(), self._certain.numpy()

@@ -4,6 +4,7 @@ pseudo-labels in the batch frame, released-code loss composition, ablation regio
 from __future__ import annotations
 
 import functools
+import math
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ import torch.nn.functional as F
 from ssl_bench.core.data import TaskSpec
 from ssl_bench.core.method import Batch, EpochData, MethodContext, StepInfo
 from ssl_bench.core.registry import ESTIMATORS, METHODS
+from ssl_bench.core.uncertainty import UncertaintyMap
 from ssl_bench.methods.coranet import (
     ConservativeRadicalDisagreement,
     CoraNet,
@@ -121,6 +123,24 @@ def test_ablations_are_configurations(name, terms):
     out = method.training_step(Batch(x, torch.randint(0, 2, (2, 16, 16)), torch.arange(2)), batch_u, step_info())
     assert {k for k in out if k.startswith("unsup/")} == terms
     assert (method.teacher is not None) == ("unsup/uc_sn" in terms)
+
+
+def test_refresh_logs_the_certain_share_of_each_pseudo_labelled_class():
+    # what C-SN trains on: class 1 has 4 pseudo-labelled pixels, 1 of them certain; class 2 none; class 3 all certain
+    method = make(num_classes=4, pseudo_labels="offline", pretrain_epochs=1)
+    labels = torch.zeros(1, 4, 4, dtype=torch.long)
+    labels[0, 0, :] = 1
+    labels[0, 3, :2] = 3
+    certain = torch.ones(1, 4, 4, dtype=torch.bool)
+    certain[0, 0, 1:] = False
+    method._estimate = lambda x, step: UncertaintyMap(F.one_hot(labels, 4).permute(0, 3, 1, 2).float(), certain)
+
+    def iterate(bs):
+        yield Batch(torch.zeros(1, 1, 4, 4), None, torch.arange(1))
+
+    logs = method.refresh(EpochData(iterate, 1, torch.device("cpu")))
+    assert logs["pl/certain_share_1"] == 0.25 and logs["pl/certain_share_3"] == 1.0
+    assert math.isnan(logs["pl/certain_share_2"]) and logs["pl/certain_frac"] == 13 / 16
 
 
 def test_offline_pseudo_labels_follow_the_batch_augmentation():
