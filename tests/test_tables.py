@@ -376,6 +376,10 @@ def test_missing_runs_commands_resume_and_blocked(synthetic, tmp_path):
     assert f"ssl-bench resume {killed}" in text
     assert "ssl-bench run" not in text  # nothing new to start
     assert "Future (3 run(s)): method 'not-a-method' is not registered yet" in text
+    # the cost of the resume, from the finished run of its setting (seed 0: 60 s training + 1 s test)
+    assert by[("mean-teacher", 1)].cost_s == 61.0 and by[("mean-teacher", 1)].cost_runs == 1
+    assert "#   mean-teacher on cardiac-phantom, labelled 0.2, preset smoke: 1 min (from 1 run(s)) x 1 to run" in text
+    assert "# total: 1 min of runs one after another (" in text
     assert "paper-only rows (results cited by the paper, nothing to run): Cited" in text
     # once the "running" one is stale, it is resumed too
     old = time.time() - 3600
@@ -393,6 +397,20 @@ def test_missing_runs_commands_resume_and_blocked(synthetic, tmp_path):
                 f"ssl-bench run --method {method} --dataset cardiac-phantom --labeled 0.2 --seed {seed} --preset smoke"
             )
             assert f"{cmd} --out OUT" in text.splitlines()
+    assert "#   unet on cardiac-phantom, labelled 0.2, preset smoke: no finished run yet (3 to run)" in text
+    assert "plus 6 run(s) of settings with no finished run yet" in text
+
+
+def test_missing_runs_cost_is_the_median_of_the_setting_s_finished_runs(synthetic):
+    from ssl_bench.reporting.tables import build_table, plan_missing
+
+    spec, root = synthetic
+    # a fourth seed: unet's finished runs took 61, 61 (a repeat of seed 0), 62 and 63 s; a run of another setting
+    # (trainer.epochs=7) does not count
+    fake_run(root, "unet", 5, MT0, 8.0, "20260101-000030-u5", overrides={"trainer.epochs": 7})
+    plan = plan_missing(build_table(spec, root, preset="smoke", seeds=[0, 1, 2, 3]))
+    unet = next(m for m in plan if m.selector.method == "unet")
+    assert (unet.seed, unet.cost_s, unet.cost_runs) == (3, 61.5, 4)
 
 
 def test_missing_runs_row_or_seed_order(synthetic, tmp_path):

@@ -168,7 +168,12 @@ def add_parsers(sub: argparse._SubParsersAction, plugin: argparse.ArgumentParser
     )
     p.add_argument("--tables-dir", type=Path, default=Path("results/tables"), help="where files are written")
     p.add_argument("--no-write", action="store_true", help="print only; write no files")
-    p.add_argument("--missing", action="store_true", help="print the commands that would fill the empty cells")
+    p.add_argument(
+        "--missing",
+        action="store_true",
+        help="print the commands that would fill the empty cells, and the time a run of each setting took where one "
+        "has finished (its manifest's timings)",
+    )
     p.add_argument("--run-missing", action="store_true", help="run those commands, then render the table")
     p.add_argument(
         "--order",

@@ -4,6 +4,7 @@ resuming them (``--run-missing``)."""
 from __future__ import annotations
 
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -29,6 +30,9 @@ class MissingRun:
     action: str  # "run", "resume", "active" (a run still writing), "blocked" (not runnable)
     reason: str = ""
     run_dir: Path | None = None
+    #: median train + test seconds of the finished runs of the same setting (other seeds), and how many there are
+    cost_s: float | None = None
+    cost_runs: int = 0
 
     def command(self, out: str | Path | None, plugins: Sequence[str] = ()) -> list[str]:
         if self.action == "resume" and self.run_dir is not None:
@@ -80,6 +84,7 @@ def plan_missing(
                 entry.action, entry.reason = "blocked", cell.reason
             else:
                 classify_killed(entry, unfinished, stale_s)
+                estimate_cost(entry, all_runs)
             plan[key] = entry
     actions = {"resume": 0, "run": 1, "active": 2, "blocked": 3}
 
@@ -109,6 +114,53 @@ def classify_killed(entry: MissingRun, unfinished: list[Any], stale_s: float) ->
             entry.action = "resume"
             entry.reason = f"{killed[-1].status} run"
     return entry
+
+
+def estimate_cost(entry: MissingRun, runs: list[Any]) -> MissingRun:
+    """Set ``entry.cost_s`` to the median training + test time of the finished runs of its setting (any seed), as
+    their manifests recorded it on their own hosts and threads; None where there is none."""
+    expected = resolve_selector(entry.selector)[0] or literal_expected(entry.selector)
+    times = []
+    for run in (r for r in runs if r.finished):
+        timings = run.manifest.get("timings") or {}
+        if timings.get("train_s") is not None and matches(run, expected):
+            times.append(float(timings["train_s"]) + float(timings.get("test_eval_s") or 0.0))
+    if times:
+        entry.cost_s, entry.cost_runs = float(statistics.median(times)), len(times)
+    return entry
+
+
+def render_costs(plan: list[MissingRun]) -> list[str]:
+    """``--missing``'s cost block: per setting, the measured time of one run and the runs left; then the total."""
+    todo = [m for m in plan if m.action in ("run", "resume")]
+    if not todo:
+        return []
+    lines = ["# cost per run (median train + test time of the setting's finished runs, as measured on their hosts):"]
+    settings: dict[Selector, list[MissingRun]] = {}
+    for m in todo:
+        settings.setdefault(m.selector, []).append(m)
+    known = unknown = 0.0
+    for selector, items in settings.items():
+        first = items[0]
+        if first.cost_s is None:
+            lines.append(f"#   {selector.describe()}: no finished run yet ({len(items)} to run)")
+            unknown += len(items)
+            continue
+        known += first.cost_s * len(items)
+        lines.append(
+            f"#   {selector.describe()}: {_fmt_duration(first.cost_s)} (from {first.cost_runs} run(s)) x "
+            f"{len(items)} to run"
+        )
+    total = f"# total: {_fmt_duration(known)} of runs one after another"
+    if unknown:
+        total += f", plus {int(unknown)} run(s) of settings with no finished run yet"
+    lines.append(total + " (resumed runs counted in full; parallel jobs share the cores)")
+    return lines
+
+
+def _fmt_duration(seconds: float) -> str:
+    minutes = round(seconds / 60)
+    return f"{minutes} min" if minutes < 120 else f"{seconds / 3600:.1f} h"
 
 
 def finished_runs_of(entry: MissingRun, results_dir: str | Path | Iterable[str | Path]) -> list[Any]:
@@ -142,6 +194,7 @@ def render_missing(result: TableResult, plan: list[MissingRun], out: str | Path,
         if items:
             lines.append(f"# {title}:")
             lines += [shlex.join(m.command(out, plugins)) for m in items]
+    lines += render_costs(plan)
     active = [m for m in plan if m.action == "active"]
     if active:
         lines.append("# probably still running (not started again):")
