@@ -80,9 +80,17 @@ def _check_gradients(
 
 
 def check_method(
-    name: str, *, estimator: str | None = None, backbone: str | None = None, dims: tuple[int, ...] = (2, 3)
+    name: str,
+    *,
+    estimator: str | None = None,
+    backbone: str | None = None,
+    dims: tuple[int, ...] = (2, 3),
+    params: dict[str, Any] | None = None,
 ) -> list[CheckResult]:
-    """Run the contract check; returns one result per check (never raises for a failing check)."""
+    """Run the contract check; returns one result per check (never raises for a failing check).
+
+    ``params`` replaces fields of the method's config (e.g. ``{"estimator_options": {"threshold": 0.5}}``, so that
+    an estimator's certain region is not empty on the tiny synthetic batch)."""
     method_cls: type[Method] = METHODS.get(name)
     results: list[CheckResult] = []
     for d in dims:
@@ -94,11 +102,13 @@ def check_method(
         if d not in entry.meta.get("dims", (2, 3)):
             results.append(CheckResult(d, "backbone", True, f"skipped: backbone {bb_name} is not {d}D"))
             continue
-        results += _check_dims(method_cls, d, bb_name, estimator)
+        results += _check_dims(method_cls, d, bb_name, estimator, params or {})
     return results
 
 
-def _check_dims(method_cls: type[Method], d: int, bb_name: str, estimator: str | None) -> list[CheckResult]:
+def _check_dims(
+    method_cls: type[Method], d: int, bb_name: str, estimator: str | None, overrides: dict[str, Any]
+) -> list[CheckResult]:
     out: list[CheckResult] = []
 
     def record(check: str, ok: bool, detail: str = "") -> bool:
@@ -111,6 +121,8 @@ def _check_dims(method_cls: type[Method], d: int, bb_name: str, estimator: str |
         if "estimator" not in [f.name for f in fields(params)]:
             raise ConfigError(f"method {method_cls.__name__} does not take --estimator")
         params = replace(params, estimator=estimator)
+    if overrides:
+        params = replace(params, **overrides)
     factory = functools.partial(BACKBONES.get(bb_name), 1, spec.num_classes, width=4, depth=2, norm="batch")
     ctx = MethodContext(spec=spec, backbone_factory=factory, epochs=100)  # room for any pre-training stage
     torch.manual_seed(0)
