@@ -30,7 +30,7 @@ class MissingRun:
     action: str  # "run", "resume", "active" (a run still writing), "blocked" (not runnable)
     reason: str = ""
     run_dir: Path | None = None
-    #: median train + test seconds of the finished runs of the same setting (other seeds), and how many there are
+    #: median train + test seconds of the finished runs of the same setting (any seed), and how many there are
     cost_s: float | None = None
     cost_runs: int = 0
 
@@ -139,7 +139,7 @@ def render_costs(plan: list[MissingRun]) -> list[str]:
     settings: dict[Selector, list[MissingRun]] = {}
     for m in todo:
         settings.setdefault(m.selector, []).append(m)
-    known = unknown = 0.0
+    known, unknown = 0.0, 0
     for selector, items in settings.items():
         first = items[0]
         if first.cost_s is None:
@@ -153,7 +153,7 @@ def render_costs(plan: list[MissingRun]) -> list[str]:
         )
     total = f"# total: {_fmt_duration(known)} of runs one after another"
     if unknown:
-        total += f", plus {int(unknown)} run(s) of settings with no finished run yet"
+        total += f", plus {unknown} run(s) of settings with no finished run yet"
     lines.append(total + " (resumed runs counted in full; parallel jobs share the cores)")
     return lines
 
