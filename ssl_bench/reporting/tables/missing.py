@@ -63,6 +63,8 @@ def plan_missing(
 
     all_runs = runs if runs is not None else find_runs(result.results_dirs)
     unfinished = [r for r in all_runs if not r.finished]
+    finished = [r for r in all_runs if r.finished]
+    costs: dict[Selector, tuple[float | None, int]] = {}  # per setting, shared by its seeds
     plan: dict[tuple[Selector, int], MissingRun] = {}
     row_index = {r.id: i for i, r in enumerate(result.spec.rows)}
     first_row: dict[Selector, int] = {}
@@ -84,7 +86,9 @@ def plan_missing(
                 entry.action, entry.reason = "blocked", cell.reason
             else:
                 classify_killed(entry, unfinished, stale_s)
-                estimate_cost(entry, all_runs)
+                if cell.selector not in costs:
+                    costs[cell.selector] = setting_cost(cell.selector, finished)
+                entry.cost_s, entry.cost_runs = costs[cell.selector]
             plan[key] = entry
     actions = {"resume": 0, "run": 1, "active": 2, "blocked": 3}
 
@@ -116,18 +120,21 @@ def classify_killed(entry: MissingRun, unfinished: list[Any], stale_s: float) ->
     return entry
 
 
-def estimate_cost(entry: MissingRun, runs: list[Any]) -> MissingRun:
-    """Set ``entry.cost_s`` to the median training + test time of the finished runs of its setting (any seed), as
-    their manifests recorded it on their own hosts and threads; None where there is none."""
-    expected = resolve_selector(entry.selector)[0] or literal_expected(entry.selector)
+def setting_cost(selector: Selector, finished: list[Any]) -> tuple[float | None, int]:
+    """``(median training + test seconds, count)`` of the ``finished`` runs of ``selector``'s setting (any seed), as
+    their manifests recorded them on their own hosts and threads; ``(None, 0)`` where there is none."""
+    expected = _expected(selector)
     times = []
-    for run in (r for r in runs if r.finished):
+    for run in finished:
         timings = run.manifest.get("timings") or {}
         if timings.get("train_s") is not None and matches(run, expected):
             times.append(float(timings["train_s"]) + float(timings.get("test_eval_s") or 0.0))
-    if times:
-        entry.cost_s, entry.cost_runs = float(statistics.median(times)), len(times)
-    return entry
+    return (float(statistics.median(times)), len(times)) if times else (None, 0)
+
+
+def _expected(selector: Selector) -> dict[str, Any]:
+    """The config values a run of ``selector``'s setting has (its own values where it cannot be resolved here)."""
+    return resolve_selector(selector)[0] or literal_expected(selector)
 
 
 def render_costs(plan: list[MissingRun]) -> list[str]:
@@ -167,7 +174,7 @@ def finished_runs_of(entry: MissingRun, results_dir: str | Path | Iterable[str |
     """The finished runs under ``results_dir`` that fill ``entry`` (its setting and seed)."""
     from ssl_bench.reporting.results import find_runs
 
-    expected = resolve_selector(entry.selector)[0] or literal_expected(entry.selector)
+    expected = _expected(entry.selector)
     return [
         r for r in find_runs(results_dir, status="finished") if r.get("seed") == entry.seed and matches(r, expected)
     ]
