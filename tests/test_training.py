@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from helpers import run_cli_subprocess
 
 from ssl_bench.core.errors import DataError, TrainingError
@@ -156,6 +157,8 @@ def test_killed_run_resumes_to_identical_result(tmp_path):
     assert json.loads((run / "manifest.json").read_text())["status"] == "running"  # killed: never marked finished
     assert not (run / "eval/test/summary.json").exists()
 
+    seconds_at_checkpoint = torch.load(run / "checkpoints/last.pt", weights_only=False)["train_seconds"]
+    assert seconds_at_checkpoint > 0
     plugin.unlink()  # resume must reload the plugin copy kept in the run folder
     resumed = run_cli_subprocess("resume", run, "--threads", "1", "--no-progress")
     assert resumed.returncode == 0, resumed.stderr
@@ -175,6 +178,46 @@ def test_killed_run_resumes_to_identical_result(tmp_path):
         if json.loads(line)["type"] == "train"
     ]
     assert steps == sorted(set(steps)) and steps[-1] == 24
+    # training time counts both segments: the log's time goes on from the checkpoint, the manifest sums them
+    times = [json.loads(line).get("time") for line in (run / "metrics.jsonl").read_text().splitlines()]
+    times = [t for t in times if t is not None]  # train lines carry a time, val and epoch lines none
+    assert times == sorted(times)
+    assert manifest["timings"]["train_s"] > seconds_at_checkpoint
+
+
+def test_logged_train_seconds_sums_the_segments_of_an_older_log(tmp_path):
+    """Logs written before the time was counted over resumes restart it at 0 in each resumed segment."""
+    from ssl_bench.training.trainer import logged_train_seconds
+
+    log = tmp_path / "metrics.jsonl"
+    assert logged_train_seconds(log) == 0.0
+    times = [1.0, 2.5, 4.0, 0.5, 3.0, 0.25, 1.5]  # three segments: 4.0 + 3.0 + 1.5
+    lines = [json.dumps({"type": "train", "step": i, "time": t}) for i, t in enumerate(times)]
+    log.write_text("\n".join([*lines[:3], '{"type": "val", "step": 2}', *lines[3:], '{"type": "tr']) + "\n")
+    assert logged_train_seconds(log) == pytest.approx(8.5)
+    log.write_text("".join(json.dumps({"time": t}) + "\n" for t in (1.0, 2.0, 2.0, 5.0)))  # one segment
+    assert logged_train_seconds(log) == pytest.approx(5.0)
+
+
+def test_resume_from_a_checkpoint_without_train_seconds_takes_them_from_the_log(tmp_path):
+    """Checkpoints written before train_seconds was stored: the resumed run's time counts the earlier segment."""
+    run = start_run(
+        resolve_config("unet", "cardiac-phantom", preset="smoke"), out=tmp_path, progress=False, echo=lambda s: None
+    ).run_dir
+    last = run / "checkpoints/last.pt"
+    state = torch.load(last, weights_only=False)
+    del state["train_seconds"]
+    torch.save(state, last)
+    logged = max(
+        json.loads(line)["time"]
+        for line in (run / "metrics.jsonl").read_text().splitlines()
+        if "time" in json.loads(line)
+    )
+    manifest = json.loads((run / "manifest.json").read_text())
+    del manifest["timings"]  # as a killed run's manifest: only the checkpoint and the log know the earlier time
+    (run / "manifest.json").write_text(json.dumps({**manifest, "status": "running"}))
+    resume_run(run, progress=False, echo=lambda s: None)
+    assert json.loads((run / "manifest.json").read_text())["timings"]["train_s"] >= logged > 0
 
 
 def test_eval_with_medpy_backend_matches_and_keeps_the_runs_numbers(tmp_path):

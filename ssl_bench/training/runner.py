@@ -453,7 +453,6 @@ def _train_and_test(trainer: Trainer, run_dir: Path, echo: Printer, lock: RunLoc
 
 
 def _train_and_test_locked(trainer: Trainer, run_dir: Path, echo: Printer) -> RunResult:
-    t0 = time.time()
     try:
         trainer.fit()
     except StopRequested as exc:
@@ -466,7 +465,6 @@ def _train_and_test_locked(trainer: Trainer, run_dir: Path, echo: Printer) -> Ru
             hint = "" if isinstance(exc, TrainingError) else f"; `ssl-bench resume {run_dir}` continues it"
             raise type(exc)(f"{exc} (run folder {run_dir}{hint})") from exc
         raise
-    train_s = time.time() - t0
     t1 = time.time()
     if trainer.cfg.trainer.select == "both":  # the last model first, while it is loaded (FIELD.md pitfall 1)
         last = f"last (step {trainer.step})"
@@ -493,9 +491,8 @@ def _train_and_test_locked(trainer: Trainer, run_dir: Path, echo: Printer) -> Ru
         checkpoint=chosen,
         progress=trainer.progress,
     )
-    manifest = read_json(run_dir / "manifest.json")
-    timings = manifest.get("timings", {})
-    timings = {"train_s": round(timings.get("train_s", 0.0) + train_s, 2), "test_eval_s": round(time.time() - t1, 2)}
+    # train_s: fit()'s wall time over every segment of the run (a resumed run's earlier segments included)
+    timings = {"train_s": round(trainer.train_seconds, 2), "test_eval_s": round(time.time() - t1, 2)}
     write_manifest(run_dir, status="finished", finished=_now(), timings=timings, selected_checkpoint=chosen, error=None)
     echo(f"\nTest split ({summary['n_cases']} cases, model: {chosen}), Dice % per class:\n{table}\n")
     echo(f"results: {run_dir / 'eval' / 'test'}")

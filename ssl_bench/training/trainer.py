@@ -117,6 +117,28 @@ def _center_labels(cases: list[Case], patch: tuple[int, ...]) -> torch.Tensor | 
     return torch.from_numpy(np.stack(crops))
 
 
+def logged_train_seconds(metrics_path: Path) -> float:
+    """Training seconds told by a run's ``metrics.jsonl``: the largest ``time`` of each segment, summed.
+
+    Logs written before the time was counted over resumes restart ``time`` at 0 in every resumed segment (a segment
+    ends where the time decreases); in newer logs the time never decreases and this is the last line's time.
+    0.0 without a log."""
+    if not metrics_path.exists():
+        return 0.0
+    total, segment_max, previous = 0.0, 0.0, -math.inf
+    for line in metrics_path.read_text().splitlines():
+        try:
+            t = json.loads(line).get("time")
+        except json.JSONDecodeError:
+            continue  # a line cut by a kill
+        if not isinstance(t, (int, float)):
+            continue
+        if t < previous:  # a resumed segment starts
+            total, segment_max = total + segment_max, 0.0
+        segment_max, previous = max(segment_max, float(t)), float(t)
+    return total + segment_max
+
+
 class StopRequested(Exception):
     """SIGTERM/SIGINT received: a checkpoint was written; ``ssl-bench resume`` continues."""
 
@@ -165,9 +187,19 @@ class Trainer:
         self.best_score = -math.inf
         self.best_step = -1
         self.history: list[dict[str, Any]] = []
+        self._seconds_before = 0.0  # wall seconds of fit() in earlier segments, up to the loaded checkpoint
+        self._segment_start: float | None = None  # time.time() when this fit() began; None outside fit()
         self._stop = False
         self.run_logs: RunLogs | None = None  # train.log and trainer.loggers, open while fit() runs
         self._signal = False  # a SIGTERM/SIGINT arrived; all ranks agree on stopping in reduce_values
+
+    @property
+    def train_seconds(self) -> float:
+        """Wall seconds of training up to the current position, summed over the run's segments (resumes).
+
+        Work done after a killed segment's last checkpoint is not counted there; it is counted when redone."""
+        running = 0.0 if self._segment_start is None else time.time() - self._segment_start
+        return self._seconds_before + running
 
     @property
     def ckpt_dir(self) -> Path:
@@ -231,6 +263,7 @@ class Trainer:
             "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
             "best": {"score": self.best_score, "step": self.best_step},
             "history": self.history,
+            "train_seconds": self.train_seconds,
         }
 
     def save_checkpoint(self) -> Path:
@@ -264,6 +297,9 @@ class Trainer:
         self.best_score, self.best_step = state["best"]["score"], state["best"]["step"]
         self.history = state["history"]
         self._truncate_metrics_log()
+        # checkpoints written before train_seconds was stored: the kept log lines' times, one sum per segment
+        stored = state.get("train_seconds")
+        self._seconds_before = float(stored) if stored is not None else logged_train_seconds(self.metrics_path)
 
     def _truncate_metrics_log(self) -> None:
         """Drop log lines written after the checkpoint (they will be written again)."""
@@ -373,7 +409,7 @@ class Trainer:
     def fit(self) -> None:
         """Train from the current position to the end of the last stage."""
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-        start_time = time.time()
+        self._segment_start = time.time()
         bar = tqdm(
             total=self.total_steps,
             initial=self.step,
@@ -412,7 +448,7 @@ class Trainer:
                                     "step": self.step,
                                     "epoch": info.epoch,
                                     "stage": stage.name,
-                                    "time": round(time.time() - start_time, 3),
+                                    "time": round(self.train_seconds, 3),  # counted over resumes
                                     **values,
                                 }
                             )
@@ -427,6 +463,7 @@ class Trainer:
             self.save_checkpoint()
             barrier()  # rank 0's checkpoints are on disk before any rank loads best.pt
         finally:
+            self._seconds_before, self._segment_start = self.train_seconds, None
             bar.close()
             if self.run_logs is not None:
                 self.run_logs.close()
