@@ -307,6 +307,46 @@ def test_render_formats(synthetic, tmp_path):
     assert sorted(p.name for p in written) == ["T-smoke.csv", "T-smoke.md", "T-smoke.provenance.json", "T-smoke.tex"]
 
 
+def _write_val_curve(run_dir: Path, curve: dict[int, float]) -> None:
+    lines = [{"type": "train", "step": 1, "loss": 1.0, "time": 0.1}]
+    lines += [{"type": "val", "step": step, "val_dice_fg": dice} for step, dice in curve.items()]
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+
+
+def test_convergence_summarises_the_val_curves_of_the_runs_the_table_uses(synthetic, cli, capsys, tmp_path):
+    """Hand-computed: value at 25/50/75/100 % of training (last validation at or before), best, last-quarter gain."""
+    from ssl_bench.reporting.tables import build_table, render_convergence, row_convergence
+
+    spec, root = synthetic
+    runs = {p.name: p for p in root.rglob("20*") if (p / "manifest.json").exists()}
+    _write_val_curve(runs["20260101-000000-u0"], {10: 0.5, 20: 0.6, 30: 0.7, 40: 0.72})
+    _write_val_curve(runs["20260101-000001-u1"], {10: 0.4, 20: 0.5, 30: 0.6, 40: 0.61})
+    _write_val_curve(runs["20260101-000002-u2"], {5: 0.1, 15: 0.3, 25: 0.5, 35: 0.6, 40: 0.58})  # off the quarters
+    _write_val_curve(runs["20250101-000000-old"], {10: 0.0, 40: 0.0})  # an older duplicate: not in the table
+    _write_val_curve(runs["20260101-000010-mt0"], {10: 0.8, 20: 0.8, 30: 0.8, 40: 0.7})
+    t = build_table(spec, root, preset="smoke")
+    base, mt = row_convergence(t)  # rows without runs (cited, future) have no curve
+    assert (base.row_id, base.n, base.steps, mt.row_id, mt.n) == ("base", 3, 40, "mt", 1)
+    assert base.at == pytest.approx((100 / 3, 140 / 3, 60.0, 191 / 3))
+    assert base.best == pytest.approx(193 / 3) and base.gain == pytest.approx(11 / 3)
+    assert base.gain_std == pytest.approx(np.std([2.0, 1.0, 8.0], ddof=1))
+    assert base.trend == "rising" and mt.trend == "falling" and mt.gain == pytest.approx(-10.0)
+    assert math.isnan(mt.gain_std)
+    md = render_convergence(t, "md")
+    assert "| U-Net | 3 | 40 | 33.33 | 46.67 | 60.00 | 63.67 | 64.33 | +3.67 ± 3.79 | **rising** |" in md
+    assert "| MT | 1 | 40 | 80.00 | 80.00 | 80.00 | 70.00 | 80.00 | -10.00 | **falling** |" in md
+    args = ["table", tmp_path / "T.yaml", "--results", root, "--preset", "smoke", "--convergence"]
+    assert cli(*args, "--tables-dir", tmp_path / "tables") == 0
+    assert capsys.readouterr().out == md
+    rows = list(csv.DictReader((tmp_path / "tables" / "T-smoke.convergence.csv").open()))
+    assert [(r["row"], r["trend"]) for r in rows] == [("base", "rising"), ("mt", "falling")]
+    assert float(rows[0]["val_at_75"]) == pytest.approx(60.0)
+    assert sorted(p.name for p in (tmp_path / "tables").iterdir()) == [
+        "T-smoke.convergence.csv",
+        "T-smoke.convergence.md",
+    ]
+
+
 def test_provenance_names_runs_hashes_and_git(synthetic):
     from ssl_bench.reporting.tables import build_table, provenance
 

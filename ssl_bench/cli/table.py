@@ -23,6 +23,7 @@ examples:
   ssl-bench table IX --run-missing --executor slurm --partition gpu --gpus 1   # as one SLURM job array
   ssl-bench table IX --preset smoke --dataset acdc=cardiac-phantom   # the protocol on the built-in phantom
   ssl-bench table IX --export-records                 # copy the used runs' records to results/records
+  ssl-bench table benchmarks/acdc_cpu.yaml --preset cpu-bench --convergence   # had each row's val curve flattened?
   ssl-bench table VI --add-estimator margin --plugin examples/margin_estimator.py --missing   # a row of yours
   ssl-bench table benchmarks/acdc_baselines.yaml --seeds 0   # a table of your own (same YAML format)
 """
@@ -176,6 +177,12 @@ def add_parsers(sub: argparse._SubParsersAction, plugin: argparse.ArgumentParser
     )
     p.add_argument("--run-missing", action="store_true", help="run those commands, then render the table")
     p.add_argument(
+        "--convergence",
+        action="store_true",
+        help="instead of the table: per row, the validation Dice of its runs at 25/50/75/100 %% of training, the "
+        "best, the gain over the last 25 %% and its trend (flat below 0.5 points); writes <stem>.convergence.md/.csv",
+    )
+    p.add_argument(
         "--order",
         choices=["row", "seed"],
         default="row",
@@ -295,6 +302,8 @@ def cmd_table(args: argparse.Namespace) -> int:
         failed = [entry for entry, code in done if code != 0]
         print(f"# {len(done) - len(failed)} run(s) finished, {len(failed)} failed")
         result = build()  # with the new runs
+    if args.convergence:
+        return _print_convergence(result, args)
     print(tables.render(result, args.format), end="")
     report_skipped(args, dirs)
     if not args.no_write:
@@ -304,6 +313,22 @@ def cmd_table(args: argparse.Namespace) -> int:
         used = {r.run_id: r for c in result.cells.values() for r in c.runs}
         copied = exported + export_records(used.values(), args.export_records)
         print(f"records: {len(copied)} new under {args.export_records} ({len(used)} runs used)", file=sys.stderr)
+    return 0
+
+
+def _print_convergence(result, args: argparse.Namespace) -> int:
+    """``table --convergence``: print the rows' validation-curve summary; write it as Markdown and CSV."""
+    from ssl_bench.core.io import atomic_write_text
+    from ssl_bench.reporting.tables import render_convergence
+
+    print(render_convergence(result, "csv" if args.format == "csv" else "md"), end="")
+    if not args.no_write:
+        written = []
+        for fmt in ("md", "csv"):
+            path = args.tables_dir / f"{result.stem}.convergence.{fmt}"
+            atomic_write_text(path, render_convergence(result, fmt))
+            written.append(str(path))
+        print(f"\nwritten: {', '.join(written)}", file=sys.stderr)
     return 0
 
 

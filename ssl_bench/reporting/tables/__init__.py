@@ -9,7 +9,8 @@ Modules (everything public is re-exported here, as ``ssl_bench.reporting.tables.
 - :mod:`.build`: :func:`build_table`, a table filled from the finished runs;
 - :mod:`.notes`: the layout, column headers (with distance units), row labels (reference rows, sources), footnotes;
 - :mod:`.renderers`: Markdown, LaTeX, CSV, HTML, provenance JSON, :func:`write_table`;
-- :mod:`.missing`: the runs a table still needs (``--missing``) and running them (``--run-missing``).
+- :mod:`.missing`: the runs a table still needs (``--missing``) and running them (``--run-missing``);
+- :mod:`.convergence`: the validation curves of each row's runs, and whether they had flattened (``--convergence``).
 
 Importing the package registers the paper's tables (:func:`register_tables`).
 """
@@ -39,6 +40,7 @@ from ssl_bench.reporting.tables.cells import (
     variant_items,
     variant_of,
 )
+from ssl_bench.reporting.tables.convergence import RowConvergence, render_convergence, row_convergence
 from ssl_bench.reporting.tables.missing import (
     MissingRun,
     finished_runs_of,
@@ -84,7 +86,10 @@ __all__ = [
     "load_spec",
     "plan_missing",
     "render",
+    "render_convergence",
     "render_missing",
+    "row_convergence",
+    "RowConvergence",
     "run_missing",
     "specs_dir",
     "variant_items",
