@@ -345,6 +345,11 @@ def test_convergence_summarises_the_val_curves_of_the_runs_the_table_uses(synthe
         "T-smoke.convergence.csv",
         "T-smoke.convergence.md",
     ]
+    # a run without a log drops out of its row; a NaN validation is no best
+    (runs["20260101-000002-u2"] / "metrics.jsonl").unlink()
+    _write_val_curve(runs["20260101-000001-u1"], {10: 0.4, 20: float("nan"), 30: 0.6, 40: 0.61})
+    base, _ = row_convergence(t)
+    assert base.n == 2 and base.best == pytest.approx(66.5) and math.isnan(base.at[1])
 
 
 def test_provenance_names_runs_hashes_and_git(synthetic):

@@ -48,9 +48,13 @@ class RowConvergence:
 
 
 def val_curve(run_dir) -> list[tuple[int, float]]:
-    """``[(step, val Dice %)]`` of a run's validations, in step order (NaN scores kept); [] without any."""
+    """``[(step, val Dice %)]`` of a run's validations, in step order (NaN scores kept); [] without a log or any."""
+    from pathlib import Path
+
     from ssl_bench.reporting.results import load_metrics_log
 
+    if not (Path(run_dir) / "metrics.jsonl").is_file():
+        return []
     frame = load_metrics_log(run_dir, kind="val")
     if frame.empty or "val_dice_fg" not in frame:
         return []
@@ -80,7 +84,7 @@ def row_convergence(result: TableResult) -> list[RowConvergence]:
                 n=len(curves),
                 steps=max(c[-1][0] for c in curves),
                 at=tuple(statistics.fmean(v[i] for v in per_run) for i in range(len(FRACTIONS))),
-                best=statistics.fmean(max(v for _, v in c) for c in curves),
+                best=statistics.fmean(max((v for _, v in c if not math.isnan(v)), default=math.nan) for c in curves),
                 gain_std=statistics.stdev(gains) if len(gains) > 1 else math.nan,
             )
         )
