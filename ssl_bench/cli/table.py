@@ -319,14 +319,15 @@ def cmd_table(args: argparse.Namespace) -> int:
 def _print_convergence(result, args: argparse.Namespace) -> int:
     """``table --convergence``: print the rows' validation-curve summary; write it as Markdown and CSV."""
     from ssl_bench.core.io import atomic_write_text
-    from ssl_bench.reporting.tables import render_convergence
+    from ssl_bench.reporting.tables import render_convergence, row_convergence
 
-    print(render_convergence(result, "csv" if args.format == "csv" else "md"), end="")
+    rows = row_convergence(result)  # each run's metrics.jsonl read once for the printed and the written files
+    print(render_convergence(result, "csv" if args.format == "csv" else "md", rows), end="")
     if not args.no_write:
         written = []
         for fmt in ("md", "csv"):
             path = args.tables_dir / f"{result.stem}.convergence.{fmt}"
-            atomic_write_text(path, render_convergence(result, fmt))
+            atomic_write_text(path, render_convergence(result, fmt, rows))
             written.append(str(path))
         print(f"\nwritten: {', '.join(written)}", file=sys.stderr)
     return 0

@@ -15,6 +15,7 @@ import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from ssl_bench.reporting.tables.cells import TableResult
 
@@ -49,8 +50,6 @@ class RowConvergence:
 
 def val_curve(run_dir) -> list[tuple[int, float]]:
     """``[(step, val Dice %)]`` of a run's validations, in step order (NaN scores kept); [] without a log or any."""
-    from pathlib import Path
-
     from ssl_bench.reporting.results import load_metrics_log
 
     if not (Path(run_dir) / "metrics.jsonl").is_file():
@@ -91,9 +90,11 @@ def row_convergence(result: TableResult) -> list[RowConvergence]:
     return rows
 
 
-def render_convergence(result: TableResult, fmt: str = "md") -> str:
-    """The rows' convergence as Markdown (with a note on how to read it) or CSV (one line per row)."""
-    rows = row_convergence(result)
+def render_convergence(result: TableResult, fmt: str = "md", rows: Sequence[RowConvergence] | None = None) -> str:
+    """The rows' convergence as Markdown (with a note on how to read it) or CSV (one line per row).
+
+    ``rows``: :func:`row_convergence` of ``result`` where already computed (it reads every run's log)."""
+    rows = row_convergence(result) if rows is None else rows
     heads = [f"val @{int(100 * f)} %" for f in FRACTIONS]
     if fmt == "csv":
         import pandas as pd
